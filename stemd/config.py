@@ -1,0 +1,299 @@
+"""The configuration: pydantic models loaded from TOML (the only place pydantic is used).
+
+Unknown keys, wrong types and impossible values are ``ConfigError``s naming the
+key and the file. Each part of stemd receives only its own slice of the config.
+"""
+from __future__ import annotations
+
+import os
+import string
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .engine.types import OutputFormat, SeparationOptions
+from .errors import ConfigError
+from .units import parse_duration, parse_size
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+ENV_VAR = "STEMD_CONFIG"
+TEMPLATE_FIELDS = {"track", "stem", "ext", "model", "profile"}
+
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+Bytes = Annotated[int, BeforeValidator(parse_size)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DaemonConfig(_Section):
+    state_dir: Path = Path("~/.local/share/stemd")
+    shutdown_grace: Seconds = 60.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class InboxConfig(_Section):
+    path: Path
+    profile: str = "default"
+    priority: int = 0
+    subfolders: dict[str, str] = Field(default_factory=dict)
+
+
+class OutboxConfig(_Section):
+    path: Path = Path("~/stemd/outbox")
+    template: str = "{track}/{stem}.{ext}"
+    on_conflict: Literal["rename", "overwrite", "skip"] = "rename"
+
+    @field_validator("template")
+    @classmethod
+    def _check_template(cls, value: str) -> str:
+        return check_template(value)
+
+
+class IntakeConfig(_Section):
+    settle_seconds: Seconds = 5.0
+    network_settle_seconds: Seconds = 65.0
+    after_success: Literal["archive", "delete", "keep"] = "archive"
+    archive_dir: Optional[Path] = None
+    failed_dir: Optional[Path] = None
+    max_file_mb: float = Field(2048, gt=0)
+    max_duration: Seconds = 10800.0
+    ignore: list[str] = Field(default_factory=list)
+    extensions: list[str] = Field(default_factory=list)
+    poll: Literal["auto", "always", "never"] = "auto"
+    poll_interval: Seconds = 5.0
+    rescan_interval: Seconds = 60.0
+    follow_symlinks: bool = False
+
+
+class ModelsConfig(_Section):
+    repo: Optional[Path] = None
+    offline: bool = False
+    allow_pickle: bool = False
+
+    @field_validator("repo", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
+class WorkersConfig(_Section):
+    gpu: Union[Literal["auto"], Annotated[int, Field(ge=0)]] = "auto"
+    cpu: Union[Literal["auto"], Annotated[int, Field(ge=0)]] = "auto"
+    threads: int = Field(0, ge=0)
+    memory_reserve: Bytes = parse_size("1GiB")
+    memory_floor: Bytes = parse_size("256MiB")
+    job_timeout: Seconds = 0.0
+    job_timeout_cap: Seconds = 6 * 3600.0
+    stall_timeout: Seconds = 300.0
+    max_attempts: int = Field(3, ge=1)
+    retry_backoff: Seconds = 30.0
+    max_jobs_per_worker: int = Field(50, ge=1)
+    max_worker_rss: Bytes = parse_size("6GiB")
+    idle_unload: Seconds = 600.0
+
+
+class MaintenanceConfig(_Section):
+    interval: Seconds = 3600.0
+    cache_ttl: Seconds = 72 * 3600.0
+    cache_max_size: Bytes = parse_size("20GiB")
+    min_free: Bytes = parse_size("2GiB")
+    archive_retention: Seconds = 30 * 86400.0
+    failed_retention: Seconds = 30 * 86400.0
+    history_retention: Seconds = 90 * 86400.0
+    backup_interval: Seconds = 86400.0
+
+
+class ProfileConfig(_Section):
+    model: str = "htdemucs"
+    two_stems: Optional[str] = None
+    other_method: Literal["add", "minus", "none"] = "add"
+    shifts: int = Field(1, ge=0, le=20)
+    overlap: float = Field(0.25, ge=0.0, lt=1.0)
+    segment: Optional[float] = Field(None, gt=0)
+    device: Literal["auto", "gpu", "cpu"] = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    batch_size: int = Field(0, ge=0)
+    format: Literal["wav", "flac", "mp3"] = "wav"
+    wav_depth: Literal["int16", "int24", "float32"] = "int16"
+    mp3_bitrate: int = Field(320, ge=32, le=320)
+    mp3_preset: int = Field(2, ge=2, le=7)
+    clip: Literal["rescale", "clamp", "none"] = "rescale"
+    template: Optional[str] = None
+    priority: int = 0
+
+    @field_validator("template")
+    @classmethod
+    def _check_template(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else check_template(value)
+
+    @model_validator(mode="after")
+    def _check_depth(self) -> "ProfileConfig":
+        if self.format == "flac" and self.wav_depth == "float32":
+            raise ValueError("flac cannot hold float32 samples: use wav_depth int16 or int24")
+        return self
+
+    def separation_options(self) -> SeparationOptions:
+        fmt = OutputFormat(kind=self.format, wav_depth=self.wav_depth,
+                           mp3_bitrate=self.mp3_bitrate, mp3_preset=self.mp3_preset)
+        return SeparationOptions(
+            model=self.model, two_stems=self.two_stems, other_method=self.other_method,
+            shifts=self.shifts, overlap=self.overlap, segment=self.segment, clip=self.clip,
+            precision=self.precision, batch_size=self.batch_size, format=fmt)
+
+
+class Config(_Section):
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    inbox: list[InboxConfig] = Field(default_factory=lambda: [InboxConfig(path=Path("~/stemd/inbox"))])
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    intake: IntakeConfig = Field(default_factory=IntakeConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    workers: WorkersConfig = Field(default_factory=WorkersConfig)
+    maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
+    profiles: dict[str, ProfileConfig] = Field(default_factory=lambda: {"default": ProfileConfig()})
+    source: Optional[Path] = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _check_profiles(self) -> "Config":
+        for index, inbox in enumerate(self.inbox):
+            names = [inbox.profile, *inbox.subfolders.values()]
+            for name in names:
+                if name not in self.profiles:
+                    raise ValueError(f"inbox {index + 1} ({inbox.path}) uses profile {name!r}, "
+                                     f"which is not defined; defined: {sorted(self.profiles)}")
+        return self
+
+    # -- derived paths -------------------------------------------------------------
+    @property
+    def state_dir(self) -> Path:
+        return self.daemon.state_dir
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "stemd.sqlite3"
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.intake.archive_dir or self.state_dir / "archive"
+
+    @property
+    def failed_dir(self) -> Path:
+        return self.intake.failed_dir or self.state_dir / "failed"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.state_dir / "cache"
+
+    @property
+    def staging_dir(self) -> Path:
+        """Staging lives on the outbox's filesystem so that publishing is a rename."""
+        return self.outbox.path / ".stemd-staging"
+
+    def template_for(self, profile: str) -> str:
+        return self.profiles[profile].template or self.outbox.template
+
+
+def check_template(template: str) -> str:
+    """A template is a relative path; ``{stem}`` only in the last part, which needs a folder."""
+    fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    unknown = fields - TEMPLATE_FIELDS
+    if unknown:
+        raise ValueError(f"unknown field(s) {sorted(unknown)}; use {sorted(TEMPLATE_FIELDS)}")
+    parts = template.replace("\\", "/").split("/")
+    if template.startswith("/") or ".." in parts:
+        raise ValueError("must be a relative path inside the outbox (no leading / and no ..)")
+    if "stem" not in fields or "{stem}" not in parts[-1]:
+        raise ValueError("the file name (last part) must contain {stem}")
+    if len(parts) < 2 or any("{stem}" in part for part in parts[:-1]):
+        raise ValueError("stems go into a folder per track: e.g. {track}/{stem}.{ext}")
+    return template
+
+
+def default_config_path() -> Path:
+    """``$STEMD_CONFIG``, else the user's config folder, else ``/etc/stemd/stemd.toml``."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME", "~/.config")).expanduser()
+    for candidate in (xdg / "stemd" / "stemd.toml", Path("/etc/stemd/stemd.toml")):
+        if candidate.exists():
+            return candidate
+    return xdg / "stemd" / "stemd.toml"
+
+
+def load_config(path: Optional[Path] = None) -> Config:
+    """Load and validate a config file; a missing default file gives the built-in defaults."""
+    explicit = path is not None or bool(os.environ.get(ENV_VAR))
+    path = Path(path).expanduser() if path is not None else default_config_path()
+    if not path.exists():
+        if explicit:
+            raise ConfigError(f"Config file {path} does not exist.",
+                              "Create it (see config/stemd.toml for every key) or point "
+                              f"--config / {ENV_VAR} at an existing file.")
+        return _resolve(Config(), Path.cwd(), None)
+    return parse_config(_read_toml(path), path)
+
+
+def parse_config(data: dict[str, Any], path: Path) -> Config:
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"Invalid config {path}: {_describe(exc)}",
+                          "Fix the key named above; config/stemd.toml documents every key.") from None
+    return _resolve(config, path.parent, path)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Config file {path} is not valid TOML: {exc}.",
+                          "Fix the syntax at the line named above.") from None
+    except OSError as exc:
+        raise ConfigError(f"Cannot read config file {path}: {exc.strerror}.",
+                          "Check that the file exists and is readable by this user.") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors()[:5]:
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            problems.append(f"unknown key '{key}'")
+        else:
+            problems.append(f"'{key}': {error['msg']}")
+    more = len(exc.errors()) - len(problems)
+    return "; ".join(problems) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _resolve(config: Config, base: Path, source: Optional[Path]) -> Config:
+    """Expand ``~`` and make relative paths relative to the config file's folder."""
+    def fix(value: Optional[Path]) -> Optional[Path]:
+        if value is None:
+            return None
+        value = Path(os.path.expandvars(str(value))).expanduser()
+        return value if value.is_absolute() else (base / value).resolve()
+
+    inboxes = [inbox.model_copy(update={"path": fix(inbox.path)}) for inbox in config.inbox]
+    return config.model_copy(update={
+        "daemon": config.daemon.model_copy(update={"state_dir": fix(config.daemon.state_dir)}),
+        "inbox": inboxes,
+        "outbox": config.outbox.model_copy(update={"path": fix(config.outbox.path)}),
+        "intake": config.intake.model_copy(update={"archive_dir": fix(config.intake.archive_dir),
+                                                   "failed_dir": fix(config.intake.failed_dir)}),
+        "models": config.models.model_copy(update={"repo": fix(config.models.repo)}),
+        "source": source,
+    })
+
+
+def to_toml_dict(config: Config) -> dict[str, Any]:
+    """The effective config as plain data (for ``stemd config show``)."""
+    return config.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,86 @@
+"""The one exception hierarchy of stemd.
+
+Every error carries a plain-words ``message`` (what happened) and a ``hint``
+(what to do). ``permanent`` errors fail a job at once; the others are retried.
+"""
+from __future__ import annotations
+
+
+class StemdError(Exception):
+    """Root of every error stemd raises on purpose."""
+
+    permanent = False
+    kind = "error"
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} {self.hint}".strip()
+
+
+class ConfigError(StemdError):
+    """The configuration file is missing, unreadable or invalid."""
+
+    permanent = True
+    kind = "config"
+
+
+class InputError(StemdError):
+    """The input file cannot be used (empty, not audio, too long, unreadable)."""
+
+    permanent = True
+    kind = "input"
+
+
+class ModelUnavailable(StemdError):
+    """The model cannot be found or loaded."""
+
+    permanent = True
+    kind = "model"
+
+
+class InvalidOption(StemdError):
+    """A separation option does not fit the model or the input."""
+
+    permanent = True
+    kind = "option"
+
+
+class EngineError(StemdError):
+    """Separation failed for a reason that may pass (retried)."""
+
+    kind = "engine"
+
+
+class OutOfMemory(EngineError):
+    """The device ran out of memory; a retry uses a smaller batch or the CPU."""
+
+    kind = "oom"
+
+
+class DiskFull(StemdError):
+    """A write failed for lack of space; the input is kept and the job retried later."""
+
+    kind = "disk"
+
+
+class JobTimeout(StemdError):
+    """A job ran past its deadline or stopped reporting progress."""
+
+    kind = "timeout"
+
+
+class WorkerCrashed(StemdError):
+    """The worker process died while running a job."""
+
+    kind = "crash"
+
+
+class StoreError(StemdError):
+    """The job database cannot be opened or is of an unknown version."""
+
+    permanent = True
+    kind = "store"
