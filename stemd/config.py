@@ -58,7 +58,7 @@ class OutboxConfig(_Section):
 
 
 class IntakeConfig(_Section):
-    settle_seconds: Seconds = 5.0
+    settle_seconds: Optional[Seconds] = None      # None: 5 s locally, network_settle_seconds on network mounts
     network_settle_seconds: Seconds = 65.0
     after_success: Literal["archive", "delete", "keep"] = "archive"
     archive_dir: Optional[Path] = None
@@ -90,6 +90,8 @@ class WorkersConfig(_Section):
     threads: int = Field(0, ge=0)
     memory_reserve: Bytes = parse_size("1GiB")
     memory_floor: Bytes = parse_size("256MiB")
+    memory_budget: Bytes = 0
+    memory_estimate: Bytes = parse_size("2GiB")
     job_timeout: Seconds = 0.0
     job_timeout_cap: Seconds = 6 * 3600.0
     stall_timeout: Seconds = 300.0

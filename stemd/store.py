@@ -388,6 +388,16 @@ class Store:
             (json.dumps(history), now, job_id))
         return cur.rowcount == 1
 
+    def set_options(self, job_id: int, options: dict[str, Any]) -> None:
+        self._execute("UPDATE jobs SET options = ? WHERE id = ?",
+                      (json.dumps(options, sort_keys=True), job_id))
+
+    def adopt(self, job_id: int, old_boot: Optional[str], boot: str) -> bool:
+        """Take over the lease of a running job left by a previous boot."""
+        cur = self._execute("UPDATE jobs SET lease_boot = ? WHERE id = ? AND state = 'running' "
+                            "AND lease_boot IS ?", (boot, job_id, old_boot))
+        return cur.rowcount == 1
+
     def update_input(self, job_id: int, path: str) -> None:
         self._execute("UPDATE jobs SET input = ? WHERE id = ?", (path, job_id))
 

@@ -1,0 +1,36 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    installs everything and runs the daemon on config/stemd.toml
+#   make test   installs everything and runs the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TORCH  ?= torch==2.13.0
+
+.PHONY: run test setup ffmpeg clean
+
+run: setup
+	$(VENV)/bin/stemd --config config/stemd.toml run
+
+test: setup
+	$(PY) -m pytest -q
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml | ffmpeg
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# the CPU build of torch first, so the package's "torch" requirement is already met
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+ffmpeg:
+	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || \
+	  { echo "installing ffmpeg"; \
+	    if command -v apt-get >/dev/null; then \
+	      SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq ffmpeg; \
+	    elif command -v brew >/dev/null; then brew install ffmpeg; \
+	    else echo "please install ffmpeg" >&2; exit 1; fi; }
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,131 @@
+"""What happens when a worker finishes: manifest, publish, cache, input handling."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from . import __version__
+from .engine.types import SeparationResult
+from .inputs import after_success
+from .naming import track_dir, track_name
+from .publish import Published, cache_restore, cache_store, flush_tree, publish, write_manifest
+from .store import Job, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PublishSettings:
+    outbox: Path
+    on_conflict: str
+    after_success: str
+    archive_dir: Path
+    failed_dir: Path
+    cache_dir: Path
+    staging_dir: Path
+    work_dir: Path
+
+
+def stage_dir(settings: PublishSettings, job_id: int, attempt: int) -> Path:
+    return settings.staging_dir / f"{job_id}-{attempt}"
+
+
+def work_dir(settings: PublishSettings, job_id: int, attempt: int) -> Path:
+    return settings.work_dir / f"{job_id}-{attempt}"
+
+
+def rel_track_dir(template: str, job: Job) -> str:
+    return track_dir(template, track=track_name(job.input_name), model=job.options.get("model", ""),
+                     profile=job.profile)
+
+
+def build_manifest(job: Job, result: SeparationResult, rel_dir: str, wall: float,
+                   template: str) -> dict[str, Any]:
+    stems = {name: Path(path).name for name, path in result.stems.items()}
+    return {
+        "stemd_version": __version__, "job_id": job.id, "host": socket.gethostname(),
+        "input": {"name": job.input_name, "path": job.input, "size": job.size,
+                  "sha256": job.sha256, "duration": result.input.duration,
+                  "sample_rate": result.input.sample_rate, "channels": result.input.channels,
+                  "codec": result.input.codec},
+        "model": job.options.get("model"), "profile": job.profile, "options": job.options,
+        "device": result.device, "members_run": result.members_run,
+        "output": {"sample_rate": result.sample_rate, "channels": result.channels,
+                   "frames": result.frames, "template": template},
+        "stems": {name: {"file": rel} for name, rel in stems.items()},
+        "timings": {**{k: round(v, 3) for k, v in result.timings.items()}, "wall": round(wall, 3)},
+        "attempts": job.attempts, "cached": False,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def finish_job(store: Store, settings: PublishSettings, job: Job, boot: str, staged_track: Path,
+               rel_dir: str, manifest: dict[str, Any], cached: bool) -> Published:
+    """Publish a staged track, then mark the job done and handle its input."""
+    write_manifest(staged_track, manifest)
+    flush_tree(staged_track)
+    published = publish(staged_track, settings.outbox, rel_dir, settings.on_conflict,  # type: ignore[arg-type]
+                        settings.staging_dir / ".trash",
+                        before=lambda target: store.set_output(job.id, boot, str(target), time.time()))
+    if published.path is not None and not cached and job.key:
+        _keep_in_cache(published.path, settings.cache_dir / job.key, job.id)
+    output = str(published.path) if published.path else None
+    store.finish(job.id, boot, output, time.time(), cached=cached, note=published.note)
+    handle_input(store, settings, job)
+    return published
+
+
+def serve_from_cache(store: Store, settings: PublishSettings, job: Job, boot: str,
+                     template: str) -> Optional[Published]:
+    """Publish a cached result for ``job`` (already claimed) without separating again."""
+    entry = settings.cache_dir / job.key
+    staged = stage_dir(settings, job.id, job.attempts)
+    rel_dir = rel_track_dir(template, job)
+    staged_track = staged / rel_dir
+    if not cache_restore(entry, staged_track):
+        return None
+    from .publish import read_manifest
+    manifest = read_manifest(staged_track) or {}
+    manifest.update({"job_id": job.id, "cached": True, "cached_from": manifest.get("job_id"),
+                     "input": {**manifest.get("input", {}), "name": job.input_name,
+                               "path": job.input, "sha256": job.sha256, "size": job.size},
+                     "profile": job.profile, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    os.unlink(staged_track / "manifest.json")  # a hardlink into the cache: replace, not edit
+    published = finish_job(store, settings, job, boot, staged_track, rel_dir, manifest, cached=True)
+    shutil.rmtree(staged, ignore_errors=True)
+    log.info("job %s: served from the stem cache -> %s", job.id, published.path)
+    return published
+
+
+def handle_input(store: Store, settings: PublishSettings, job: Job) -> None:
+    path = Path(job.input)
+    inbox = Path(job.inbox) if job.inbox else None
+    if job.source == "submit" and settings.after_success == "archive":
+        return  # a file named on the command line is the user's own: never moved
+    try:
+        new_path = after_success(path, settings.after_success, settings.archive_dir, inbox)  # type: ignore[arg-type]
+    except OSError as exc:
+        log.warning("job %s: stems published, but the input could not be %sd: %s", job.id,
+                    settings.after_success, exc)
+        return
+    if new_path is not None and new_path != path:
+        store.update_input(job.id, str(new_path))
+
+
+def _keep_in_cache(track: Path, entry: Path, job_id: int) -> None:
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        cache_store(track, entry)
+    except OSError as exc:
+        log.warning("job %s: could not keep the stems in the cache: %s", job_id, exc)
+
+
+def remove_attempt_dirs(settings: PublishSettings, job_id: int, attempt: int) -> None:
+    shutil.rmtree(stage_dir(settings, job_id, attempt), ignore_errors=True)
+    shutil.rmtree(work_dir(settings, job_id, attempt), ignore_errors=True)

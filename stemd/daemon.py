@@ -1,0 +1,368 @@
+"""The supervisor process (``stemd run``): threads, signals, recovery, reload.
+
+Threads: the watcher (finds finished files), intake (probes and records them),
+the dispatcher (runs jobs in worker processes), the maintenance scheduler, and
+the main thread, which handles signals, systemd notifications and the status
+file. Signal handlers only set flags; the main loop acts on them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import shutil
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from . import __version__
+from .completion import handle_input
+from .config import Config, load_config
+from .devices import SlotPlan, plan_slots
+from .dispatcher import DispatchSettings, Dispatcher
+from .errors import StemdError
+from .inputs import move_to_failed
+from .intake import Arrival, Intake, IntakeSettings
+from .publish import find_published
+from .store import State, Store
+from .watch import InboxSpec, Watcher
+
+log = logging.getLogger(__name__)
+
+STATUS_FILE = "status.json"
+TICK = 0.25
+
+
+def inbox_specs(config: Config) -> list[InboxSpec]:
+    intake = config.intake
+    exclude = (config.state_dir, config.outbox.path, config.archive_dir, config.failed_dir)
+    return [InboxSpec(path=inbox.path, profile=inbox.profile,
+                      settle_seconds=intake.settle_seconds,
+                      network_settle_seconds=intake.network_settle_seconds,
+                      subfolder_profiles=inbox.subfolders, extra_ignore=tuple(intake.ignore),
+                      extensions=_extensions(intake.extensions), poll=intake.poll,
+                      poll_interval=intake.poll_interval, rescan_interval=intake.rescan_interval,
+                      follow_symlinks=intake.follow_symlinks, exclude_dirs=exclude)
+            for inbox in config.inbox]
+
+
+def _extensions(extra: list[str]) -> frozenset[str]:
+    from .watch import DEFAULT_EXTENSIONS
+    return frozenset(DEFAULT_EXTENSIONS) | {e.lower().lstrip(".") for e in extra}
+
+
+def intake_settings(config: Config) -> IntakeSettings:
+    return IntakeSettings(max_file_bytes=int(config.intake.max_file_mb * 1e6),
+                          max_duration=config.intake.max_duration, failed_dir=config.failed_dir)
+
+
+def make_folders(config: Config) -> None:
+    for folder in (config.state_dir, config.outbox.path, config.staging_dir, config.cache_dir,
+                   config.archive_dir, config.failed_dir, *(i.path for i in config.inbox)):
+        folder.mkdir(parents=True, exist_ok=True)
+
+
+class Daemon:
+    def __init__(self, config: Config, plan: Optional[SlotPlan] = None) -> None:
+        self.config = config
+        self.boot = uuid.uuid4().hex
+        self.started = time.time()
+        make_folders(config)
+        self.store = Store(config.db_path)
+        self.plan = plan or plan_slots(config.workers)
+        self.commands: "queue.Queue[Callable[[], None]]" = queue.Queue()
+        self._stop = threading.Event()
+        self._signals: list[int] = []
+        self.watcher = Watcher(inbox_specs(config))
+        self.dispatcher = Dispatcher(self.store, DispatchSettings.from_config(config), self.boot,
+                                     self.plan.gpus, self.plan.cpu_slots, self.plan.threads,
+                                     space_check=self._space_check())
+        from .engine import probe
+        self.intake = Intake(self.store, intake_settings(config), dict(config.profiles), probe)
+        self.scheduler: Any = None
+        self.notifier: Any = None
+        self.pinger: Any = None
+        self._threads: list[threading.Thread] = []
+
+    # -- start-up ---------------------------------------------------------------------
+    def recover(self) -> None:
+        """Jobs held by a previous boot: finish the ones already published, requeue the rest."""
+        settings = self.dispatcher.settings
+        for job in self.store.stale_running(self.boot):
+            published = find_published(job.output_dir, job.id)
+            if published is not None and self.store.adopt(job.id, job.lease_boot, self.boot):
+                self.store.finish(job.id, self.boot, str(published), time.time())
+                handle_input(self.store, settings.publish, job)
+                log.info("job %s: found published before the restart -> %s", job.id, published)
+                continue
+            state = self.store.fail_attempt(
+                job.id, job.lease_boot, "stemd stopped while this job ran (killed, crashed or "
+                "the machine restarted).", "crash", False, time.time(),
+                self.config.workers.max_attempts, 0.0)
+            log.warning("job %s: was running when stemd stopped -> %s", job.id,
+                        state.value if state else "unchanged")
+            if state == State.FAILED and job.source != "submit":
+                moved = move_to_failed(Path(job.input), settings.publish.failed_dir,
+                                       Path(job.inbox) if job.inbox else None,
+                                       "stemd stopped while separating this file too many times.",
+                                       "Check the log; the file may crash the separation.", job.id)
+                if moved:
+                    self.store.update_input(job.id, str(moved))
+        for folder in (settings.publish.staging_dir, settings.publish.work_dir):
+            _empty_folder(folder)
+
+    def start(self) -> None:
+        self.recover()
+        self.intake.start()
+        self.watcher.start()
+        self._spawn("stemd-watcher", self._watch_loop)
+        self._spawn("stemd-dispatcher", self._dispatch_loop)
+        self._start_maintenance()
+        self._start_notifier()
+        log.info("stemd %s running: %d inbox(es), outbox %s, slots: %s", __version__,
+                 len(self.config.inbox), self.config.outbox.path, self._slot_summary())
+
+    def _slot_summary(self) -> str:
+        gpus = ", ".join(self.plan.gpus) or "no GPU"
+        return f"{gpus}; {self.plan.cpu_slots} CPU slot(s) x {self.plan.threads} thread(s)"
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    # -- threads ------------------------------------------------------------------------
+    def _watch_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for candidate in self.watcher.loop(time.monotonic()):
+                    self.intake.offer(Arrival(candidate.path, candidate.profile,
+                                              candidate.inbox.path, size=candidate.size,
+                                              mtime=candidate.mtime))
+            except Exception:
+                log.exception("watcher step failed; continuing")
+            self._stop.wait(0.5)
+
+    def _dispatch_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._run_commands()
+                self._handle_requests()
+                self.dispatcher.relieve_memory_pressure(self.config.workers.memory_floor)
+                self.dispatcher.loop(timeout=TICK)
+            except Exception:
+                log.exception("dispatcher step failed; continuing")
+                time.sleep(TICK)
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                command = self.commands.get_nowait()
+            except queue.Empty:
+                return
+            command()
+
+    def _handle_requests(self) -> None:
+        for request in self.store.take_requests():
+            try:
+                self._handle_request(request.kind, request.job_id, request.payload)
+            except Exception:
+                log.exception("request %s %s failed", request.kind, request.job_id)
+
+    def _handle_request(self, kind: str, job_id: Optional[int], payload: dict[str, Any]) -> None:
+        now = time.time()
+        if kind == "submit":
+            self.intake.offer(Arrival(Path(payload["path"]), payload.get("profile") or "default",
+                                      None, int(payload.get("priority") or 0), "submit"))
+        elif kind == "cancel" and job_id is not None:
+            state = self.store.cancel(job_id, now)
+            if state == State.RUNNING:
+                self.dispatcher.cancel(job_id)
+            log.info("job %s: cancel requested -> %s", job_id, state.value if state else "not active")
+        elif kind == "retry" and job_id is not None:
+            self._retry(job_id, now)
+
+    def _retry(self, job_id: int, now: float) -> None:
+        job = self.store.get(job_id)
+        if job is None or not self.store.retry(job_id, now):
+            log.warning("job %s: retry refused (only failed or canceled jobs can be retried)", job_id)
+            return
+        if job.history and job.history[-1].get("kind") == "oom":
+            self.store.set_options(job_id, {k: v for k, v in job.options.items()
+                                            if k != "force_device"})
+        log.info("job %s: queued again by request", job_id)
+
+    # -- maintenance and systemd ----------------------------------------------------------
+    def _space_check(self) -> Callable[[Any], Optional[str]]:
+        from .diskspace import SpaceGate, expected_output_bytes
+        gate = self.gate = SpaceGate()
+        config = self.config
+
+        def check(job: Any) -> Optional[str]:
+            opts = job.options
+            fmt = opts.get("format", {})
+            stems = 2 if opts.get("two_stems") else 4
+            needed = 2 * expected_output_bytes(job.duration or 0.0, stems, fmt.get("kind", "wav"),
+                                               fmt.get("wav_depth", "int16"),
+                                               fmt.get("mp3_bitrate", 320))
+            folders = [config.outbox.path, config.staging_dir, config.cache_dir, config.state_dir]
+            result = gate.check(folders, needed, config.maintenance.min_free)
+            return None if result.ok else result.reason
+        return check
+
+    def _start_maintenance(self) -> None:
+        from .maintenance import MaintenancePaths, maybe_backup, run_cleanup
+        from .scheduler import MaintenanceScheduler
+        cfg = self.config.maintenance
+        paths = MaintenancePaths.from_config(self.config)
+
+        def cleanup() -> None:
+            run_cleanup(cfg, paths, Store(self.config.db_path), time.time())
+
+        def backup() -> None:
+            maybe_backup(Store(self.config.db_path), paths, cfg, time.time())
+        self.scheduler = MaintenanceScheduler([("cleanup", cfg.interval, cleanup),
+                                               ("backup", min(cfg.backup_interval, 3600.0), backup)])
+        self.scheduler.start()
+
+    def _start_notifier(self) -> None:
+        from .sdnotify import Notifier, WatchdogPinger
+        self.notifier = Notifier()
+        self.pinger = WatchdogPinger(self.notifier)
+        self.notifier.ready(self.status_line())
+
+    def healthy(self) -> bool:
+        threads_alive = all(t.is_alive() for t in self._threads)
+        return threads_alive and self.watcher.healthy() and self.dispatcher.healthy()
+
+    def status_line(self) -> str:
+        counts = self.store.counts()
+        running = [f"job {s['job']} {s['progress'] or 0:.0f}%" for s in
+                   self.dispatcher.snapshot()["slots"] if s["job"]]
+        text = f"{counts['queued']} queued, {counts['running']} running"
+        if running:
+            text += ": " + ", ".join(running)
+        if self.dispatcher.paused_reason:
+            text += f"; paused: {self.dispatcher.paused_reason}"
+        return text
+
+    def write_status(self) -> None:
+        data = {"version": __version__, "pid": os.getpid(), "boot": self.boot,
+                "started": self.started, "updated": time.time(),
+                "config": str(self.config.source) if self.config.source else None,
+                "dispatcher": self.dispatcher.snapshot(), "watcher": self.watcher.status(),
+                "intake_pending": self.intake.pending(), "healthy": self.healthy(),
+                "shutting_down": self._stop_requested()}
+        path = self.config.state_dir / STATUS_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, default=str, indent=1))
+        tmp.replace(path)
+
+    # -- main thread ----------------------------------------------------------------------
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._signals.append(signum)
+
+    def _stop_requested(self) -> int:
+        return sum(1 for s in self._signals if s in (signal.SIGTERM, signal.SIGINT))
+
+    def run(self) -> int:
+        self.install_signals()
+        self.start()
+        last_status = 0.0
+        while self._stop_requested() == 0:
+            self._main_step()
+            if time.monotonic() - last_status > 1.0:
+                self._report()
+                last_status = time.monotonic()
+            time.sleep(TICK)
+        return self.shutdown()
+
+    def _main_step(self) -> None:
+        if signal.SIGHUP in self._signals:
+            self._signals = [s for s in self._signals if s != signal.SIGHUP]
+            self.reload()
+        if self.pinger is not None:
+            self.pinger.loop(time.monotonic(), healthy=self.healthy())
+
+    def _report(self) -> None:
+        try:
+            self.write_status()
+            if self.notifier is not None:
+                self.notifier.status(self.status_line())
+        except Exception:
+            log.exception("could not write the status")
+
+    def shutdown(self) -> int:
+        """Stop claiming, let running jobs finish up to the grace time, then stop them."""
+        grace = self.config.daemon.shutdown_grace
+        log.info("stopping: no new jobs; waiting up to %.0f s for running jobs", grace)
+        if self.notifier is not None:
+            self.notifier.stopping("stopping")
+        self.commands.put(lambda: setattr(self.dispatcher, "claiming", False))
+        self.watcher.stop()
+        deadline = time.monotonic() + grace
+        while self.dispatcher.busy() and time.monotonic() < deadline and self._stop_requested() < 2:
+            self._report()
+            time.sleep(TICK)
+        if self._stop_requested() >= 2:
+            log.warning("second stop signal: stopping at once")
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(10)
+        self.dispatcher.stop_all("stemd was stopping; the job will run again")
+        self.intake.stop()
+        if self.scheduler is not None:
+            self.scheduler.shutdown()
+        self._report()
+        log.info("stopped")
+        return 0
+
+    def reload(self) -> None:
+        """SIGHUP: load the config again; keep the old one if the new one is invalid."""
+        if self.notifier is not None:
+            self.notifier.reloading()
+        try:
+            new = load_config(self.config.source)
+            make_folders(new)
+        except (StemdError, OSError) as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            if self.notifier is not None:
+                self.notifier.ready(self.status_line())
+            return
+        self.config = new
+        self.plan = plan_slots(new.workers)
+        self.intake.reconfigure(intake_settings(new), dict(new.profiles))
+        self.watcher.stop()
+        self.watcher = Watcher(inbox_specs(new))
+        self.watcher.start()
+        settings = DispatchSettings.from_config(new)
+        self.commands.put(lambda: self.dispatcher.reconfigure(settings, self.plan.gpus,
+                                                              self.plan.cpu_slots, self.plan.threads))
+        log.info("config reloaded from %s: %d inbox(es), %d profile(s), slots: %s",
+                 new.source, len(new.inbox), len(new.profiles), self._slot_summary())
+        if self.notifier is not None:
+            self.notifier.ready(self.status_line())
+
+
+def _empty_folder(folder: Path) -> None:
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if entry.name == ".trash" or entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        log.info("removed staging leftover %s", entry)
+
+
+def run_daemon(config: Config) -> int:
+    return Daemon(config).run()

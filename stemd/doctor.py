@@ -1,0 +1,90 @@
+"""``stemd doctor``: check everything a separation needs; each problem says what to do."""
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+from dataclasses import dataclass
+from typing import Iterator
+
+from .config import Config
+from .engine.types import ModelSource
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def run_doctor(config: Config) -> Iterator[Check]:
+    yield from _ffmpeg()
+    yield _torch()
+    yield from _models(config)
+    yield from _folders(config)
+    yield _sqlite()
+
+
+def _ffmpeg() -> Iterator[Check]:
+    for tool in ("ffmpeg", "ffprobe"):
+        path = shutil.which(tool)
+        if path is None:
+            yield Check(tool, False, f"{tool} is not installed. Install it (Debian/Ubuntu: "
+                        "sudo apt-get install ffmpeg; macOS: brew install ffmpeg).")
+            continue
+        out = subprocess.run([tool, "-version"], capture_output=True, text=True).stdout
+        yield Check(tool, True, (out.splitlines() or ["?"])[0])
+
+
+def _torch() -> Check:
+    from .devices import detect_accelerators
+    accel = detect_accelerators()
+    if not accel.get("torch"):
+        return Check("torch", False, "PyTorch cannot be imported. Reinstall stemd's dependencies "
+                     "(pip install torch, then pip install stemd).")
+    devices = f"{accel['cuda']} CUDA GPU(s)" if accel.get("cuda") else "no CUDA GPU"
+    if accel.get("mps"):
+        devices += ", Apple MPS"
+    return Check("torch", True, f"torch {accel['torch']}; {devices}")
+
+
+def _models(config: Config) -> Iterator[Check]:
+    from .engine import resolve_model
+    from .errors import StemdError
+    source = ModelSource(config.models.repo, config.models.offline, config.models.allow_pickle)
+    for name in sorted({p.model for p in config.profiles.values()}):
+        users = ", ".join(sorted(k for k, p in config.profiles.items() if p.model == name))
+        try:
+            info = resolve_model(name, source)
+        except StemdError as exc:
+            yield Check(f"model {name}", False, f"not available (profiles: {users}). {exc.message} {exc.hint}")
+            continue
+        if not info.available:
+            yield Check(f"model {name}", False, f"not available (profiles: {users}). "
+                        f"Run 'stemd models fetch {name}' on a connected machine, or set "
+                        "[models] repo to a folder in demucs's layout.")
+        else:
+            yield Check(f"model {name}", True, f"found in {info.where} (profiles: {users})")
+
+
+def _folders(config: Config) -> Iterator[Check]:
+    from .access import probe_folders
+    folders = [i.path for i in config.inbox]
+    problems = {str(p.path): p for p in probe_folders(folders, config.outbox.path, config.state_dir)}
+    for label, folder in [*(("inbox", f) for f in folders), ("outbox", config.outbox.path),
+                          ("state_dir", config.state_dir)]:
+        problem = problems.get(str(folder))
+        if problem is None:
+            yield Check(f"{label} {folder}", True, "readable and writable")
+        else:
+            yield Check(f"{label} {folder}", False, f"{problem.problem} {problem.hint}")
+
+
+def _sqlite() -> Check:
+    version = sqlite3.sqlite_version_info
+    ok = version >= (3, 24, 0)
+    detail = f"SQLite {sqlite3.sqlite_version}"
+    if not ok:
+        detail += " is too old (3.24 or newer needed); upgrade Python or libsqlite3."
+    return Check("sqlite", ok, detail)

@@ -1,0 +1,211 @@
+"""Intake: turn a finished file into a job row — probe, hash, validate, dedupe, record.
+
+Runs on its own thread behind a queue, so the watcher never waits on hashing
+or probing. Bad inputs are moved to the failed folder with a reason a user
+understands, and recorded as failed jobs; the daemon goes on.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import queue
+import stat
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .config import ProfileConfig
+from .engine.types import AudioInfo
+from .errors import InputError, StemdError
+from .inputs import move_to_failed
+from .store import NewJob, State, Store
+from .units import format_duration
+
+log = logging.getLogger(__name__)
+
+ProbeFn = Callable[[Path], AudioInfo]
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A file offered for separation (by the watcher or ``stemd submit``)."""
+
+    path: Path
+    profile: str
+    inbox: Optional[Path] = None
+    priority: int = 0
+    source: str = "watch"
+    size: Optional[int] = None
+    mtime: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class IntakeSettings:
+    max_file_bytes: int
+    max_duration: float
+    failed_dir: Path
+
+
+def options_of(profile: ProfileConfig) -> dict[str, Any]:
+    """The effective separation options of a profile, as stored on the job."""
+    options = dataclasses.asdict(profile.separation_options())
+    options["device"] = profile.device
+    return options
+
+
+def job_key(sha256: str, options: dict[str, Any]) -> str:
+    """Same input and same output-affecting options give the same key (dedupe and cache)."""
+    relevant = {k: v for k, v in options.items() if k not in ("device", "batch_size", "force_device")}
+    blob = json.dumps(relevant, sort_keys=True)
+    return hashlib.sha256(f"{sha256}:{blob}".encode()).hexdigest()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(chunk)
+            if not block:
+                return digest.hexdigest()
+            digest.update(block)
+
+
+class Intake:
+    def __init__(self, store: Store, settings: IntakeSettings,
+                 profiles: dict[str, ProfileConfig], probe: ProbeFn,
+                 on_job: Optional[Callable[[int], None]] = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.profiles = profiles
+        self.probe = probe
+        self.on_job = on_job
+        self.queue: "queue.Queue[Optional[Arrival]]" = queue.Queue()
+        self._thread: Optional[threading.Thread] = None
+        self._busy = threading.Event()
+
+    def reconfigure(self, settings: IntakeSettings, profiles: dict[str, ProfileConfig]) -> None:
+        self.settings, self.profiles = settings, profiles
+
+    # -- thread --------------------------------------------------------------------
+    def offer(self, arrival: Arrival) -> None:
+        self.queue.put(arrival)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="stemd-intake", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self.queue.put(None)
+            self._thread.join(10)
+
+    def pending(self) -> int:
+        return self.queue.qsize() + (1 if self._busy.is_set() else 0)
+
+    def _run(self) -> None:
+        while True:
+            arrival = self.queue.get()
+            if arrival is None:
+                return
+            self._busy.set()
+            try:
+                self.process(arrival)
+            except Exception:  # never let one file stop intake
+                log.exception("intake of %s failed unexpectedly", arrival.path)
+            finally:
+                self._busy.clear()
+
+    # -- one file ---------------------------------------------------------------------
+    def process(self, arrival: Arrival) -> Optional[int]:
+        """Record a job for ``arrival``; returns its id, or None when nothing was recorded."""
+        profile = self.profiles.get(arrival.profile)
+        if profile is None:
+            return self._reject(arrival, InputError(
+                f"Profile {arrival.profile!r} is not defined.",
+                "Use one of the profiles in the config's [profiles] tables."), None)
+        options = options_of(profile)
+        try:
+            sha, info, size = self._inspect(arrival.path)
+        except InputError as exc:
+            return self._reject(arrival, exc, options)
+        key = job_key(sha, options)
+        if self._seen_before(arrival.path, key, sha):
+            return None
+        priority = arrival.priority or profile.priority
+        job_id = self.store.add_job(NewJob(
+            key=key, input=str(arrival.path), profile=arrival.profile, options=options,
+            sha256=sha, size=size, duration=info.duration,
+            inbox=str(arrival.inbox) if arrival.inbox else None, priority=priority,
+            source=arrival.source))
+        log.info("job %s: queued %s (%s, %s Hz, %s ch, profile %s)", job_id, arrival.path.name,
+                 format_duration(info.duration), info.sample_rate, info.channels, arrival.profile)
+        if self.on_job:
+            self.on_job(job_id)
+        return job_id
+
+    def _inspect(self, path: Path) -> tuple[str, AudioInfo, int]:
+        size = _check_file(path, self.settings.max_file_bytes)
+        info = self.probe(path)
+        if info.duration > self.settings.max_duration:
+            raise InputError(
+                f"The track is {format_duration(info.duration)} long, longer than the "
+                f"{format_duration(self.settings.max_duration)} allowed.",
+                "Raise intake.max_duration in the config, or split the file.")
+        try:
+            sha = sha256_file(path)
+        except OSError as exc:
+            raise InputError(f"The file cannot be read: {exc.strerror}.",
+                             "Check the file's permissions and that the disk is healthy.") from None
+        return sha, info, size
+
+    def _seen_before(self, path: Path, key: str, sha: str) -> bool:
+        active = self.store.active_with_key(key)
+        if active is not None and active.input == str(path):
+            log.info("job %s: %s is already queued; not adding it again", active.id, path.name)
+            return True
+        for job in self.store.jobs(State.DONE, limit=200):
+            if job.input == str(path) and job.sha256 == sha:
+                log.debug("%s was already separated by job %s and kept; skipping", path, job.id)
+                return True
+        return False
+
+    def _reject(self, arrival: Arrival, exc: StemdError, options: Optional[dict[str, Any]]) -> Optional[int]:
+        log.warning("rejected %s: %s", arrival.path, exc)
+        job_id = self.store.add_job(NewJob(
+            key="", input=str(arrival.path), profile=arrival.profile, options=options or {},
+            inbox=str(arrival.inbox) if arrival.inbox else None, source=arrival.source,
+            state=State.FAILED, error=f"{exc.message} {exc.hint}".strip(),
+            history=[{"attempt": 0, "kind": exc.kind, "reason": exc.message}]))
+        moved = move_to_failed(arrival.path, self.settings.failed_dir, arrival.inbox,
+                               exc.message, exc.hint, job_id)
+        if moved is not None:
+            self.store.update_input(job_id, str(moved))
+        return job_id
+
+
+def _check_file(path: Path, max_bytes: int) -> int:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputError("The file disappeared before it could be read.",
+                         "Drop it into the inbox again.") from None
+    except OSError as exc:
+        raise InputError(f"The file cannot be read: {exc.strerror}.",
+                         "Check the file's permissions.") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError("This is not a regular file.", "Drop audio files only.")
+    if st.st_size == 0:
+        raise InputError("The file is empty (0 bytes).",
+                         "The copy or download did not finish: drop the complete file again.")
+    if st.st_size > max_bytes:
+        raise InputError(f"The file is {st.st_size / 1e6:.0f} MB, more than the "
+                         f"{max_bytes / 1e6:.0f} MB allowed.",
+                         "Raise intake.max_file_mb in the config, or use a smaller file.")
+    if not os.access(path, os.R_OK):
+        raise InputError("The file cannot be read: permission denied.",
+                         "Make the file readable by the user stemd runs as.")
+    return st.st_size

@@ -1,0 +1,40 @@
+"""``stemd models list|fetch|import``."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .config import Config
+from .engine.types import ModelSource
+
+
+def models_command(config: Config, action: str, args: list[str]) -> int:
+    from . import engine
+    source = ModelSource(config.models.repo, config.models.offline, config.models.allow_pickle)
+    if action == "list":
+        for info in engine.list_models(source):
+            where = f"{info.where}: {info.path}" if info.available else "not available"
+            members = f"{info.members} model(s)" if info.members else ""
+            stems = ", ".join(info.sources)
+            print(f"{'*' if info.available else ' '} {info.name:<14} {where}  {members} {stems}".rstrip())
+        print("(* = available here; others: stemd models fetch NAME on a connected machine, "
+              "or [models] repo)")
+        return 0
+    if action == "fetch":
+        if not args:
+            print("stemd: models fetch needs a NAME (see stemd models list)", file=sys.stderr)
+            return 2
+        for name in args:
+            info = engine.fetch_model(name)
+            print(f"fetched {name} into {info.path}")
+        return 0
+    if not args:
+        print("stemd: models import needs FOLDER [NAME]", file=sys.stderr)
+        return 2
+    dest = config.models.repo or config.state_dir / "models"
+    info = engine.import_model(Path(args[0]), dest, args[1] if len(args) > 1 else None,
+                               allow_pickle=config.models.allow_pickle)
+    print(f"imported {info.name} into {dest}")
+    if config.models.repo is None:
+        print(f"set [models] repo = \"{dest}\" in the config to use it")
+    return 0

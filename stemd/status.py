@@ -1,0 +1,117 @@
+"""``stemd status``: the daemon's status file plus the job database, for humans or JSON."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Optional
+
+from .config import Config
+from .store import State, Store
+from .units import format_duration, format_size
+
+STALE_AFTER = 15.0   # seconds without a status update: the daemon is not running
+
+
+def read_status_file(config: Config) -> Optional[dict[str, Any]]:
+    try:
+        return json.loads((config.state_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def daemon_running(config: Config) -> bool:
+    data = read_status_file(config)
+    if not data or data.get("shutting_down") is None:
+        return False
+    return _pid_alive(int(data.get("pid", 0))) and time.time() - data.get("updated", 0) < STALE_AFTER
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def collect_status(config: Config) -> dict[str, Any]:
+    daemon = read_status_file(config) if daemon_running(config) else None
+    data: dict[str, Any] = {"running": daemon is not None, "daemon": daemon, "queue": {},
+                            "failures": [], "disk": {}}
+    if config.db_path.exists():
+        store = Store(config.db_path)
+        data["queue"] = store.counts()
+        data["waiting"] = [j.to_json() for j in store.jobs(State.QUEUED, limit=20)]
+        data["failures"] = [j.to_json() for j in store.jobs(State.FAILED, limit=5)]
+    data["disk"] = _disk(config)
+    return data
+
+
+def _disk(config: Config) -> dict[str, Any]:
+    from .diskspace import usage
+    disk: dict[str, Any] = {}
+    for name, folder in (("outbox", config.outbox.path), ("state", config.state_dir)):
+        try:
+            st = os.statvfs(folder)
+            disk[f"{name}_free"] = st.f_bavail * st.f_frsize
+        except OSError:
+            disk[f"{name}_free"] = None
+    disk["cache_used"] = usage(config.cache_dir) if config.cache_dir.exists() else 0
+    disk["cache_max"] = config.maintenance.cache_max_size
+    disk["min_free"] = config.maintenance.min_free
+    return disk
+
+
+def render_status(data: dict[str, Any]) -> str:
+    lines = [_headline(data)]
+    daemon = data.get("daemon") or {}
+    dispatcher = daemon.get("dispatcher", {})
+    if dispatcher.get("paused"):
+        lines.append(f"PAUSED: {dispatcher['paused']}")
+    for slot in dispatcher.get("slots", []):
+        lines.append(_slot_line(slot))
+    waiting = dispatcher.get("waiting", {})
+    for job in data.get("waiting", [])[:10]:
+        why = waiting.get(str(job["id"]), "waiting for a free slot")
+        lines.append(f"  queued  job {job['id']:>5} {_name(job['input'])}: {why}")
+    lines.append(_disk_line(data.get("disk", {})))
+    for job in data.get("failures", []):
+        lines.append(f"  failed  job {job['id']:>5} {_name(job['input'])}: {job['error']}")
+    return "\n".join(lines)
+
+
+def _headline(data: dict[str, Any]) -> str:
+    queue = data.get("queue", {})
+    counts = ", ".join(f"{queue.get(s.value, 0)} {s.value}" for s in State)
+    if not data["running"]:
+        return f"stemd is not running (start it with: stemd run). Jobs: {counts}"
+    daemon = data["daemon"]
+    up = format_duration(time.time() - daemon.get("started", time.time()))
+    health = "healthy" if daemon.get("healthy") else "UNHEALTHY (see the log)"
+    return f"stemd {daemon.get('version')} running (pid {daemon.get('pid')}, up {up}, {health}). Jobs: {counts}"
+
+
+def _slot_line(slot: dict[str, Any]) -> str:
+    if slot.get("job") is None:
+        state = "idle" + ("" if slot.get("alive") else " (no worker started)")
+        return f"  slot {slot['name']:<5} {slot['device']:<7} {state}"
+    progress = float(slot.get("progress") or 0)
+    bar = "#" * int(progress / 5) + "-" * (20 - int(progress / 5))
+    rss = format_size(slot.get("rss") or 0)
+    return f"  slot {slot['name']:<5} {slot['device']:<7} job {slot['job']} [{bar}] {progress:5.1f}%  {rss}"
+
+
+def _disk_line(disk: dict[str, Any]) -> str:
+    def size(value: Any) -> str:
+        return format_size(value) if value is not None else "?"
+    return (f"  disk: outbox {size(disk.get('outbox_free'))} free, state {size(disk.get('state_free'))} "
+            f"free; cache {size(disk.get('cache_used'))} of {size(disk.get('cache_max'))}")
+
+
+def _name(path: str) -> str:
+    return os.path.basename(path)
