@@ -1,0 +1,76 @@
+"""Shared fixtures: tiny demucs models in demucs's own layouts, synthesized audio,
+and configs for a real ``stemd run``."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+import modelkit  # noqa: E402
+from daemon_harness import DaemonProcess, env_for_tests, write_config  # noqa: E402
+
+ONE_HOT = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
+
+
+@pytest.fixture(scope="session")
+def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local model folder in demucs's --repo layout with every test model."""
+    import faultmodels
+    repo = tmp_path_factory.mktemp("models")
+    modelkit.make_repo(repo, "tiny")
+    modelkit.make_repo(repo, "tinybag", n_models=4, weights=ONE_HOT, seed=10)
+    modelkit.make_repo(repo, "hang", klass=faultmodels.HangingHTDemucs)
+    modelkit.make_repo(repo, "crash", klass=faultmodels.CrashingHTDemucs)
+    modelkit.make_repo(repo, "oom", klass=faultmodels.OOMHTDemucs)
+    modelkit.make_repo(repo, "alwaysoom", klass=faultmodels.AlwaysOOMHTDemucs)
+    modelkit.make_repo(repo, "slow", klass=faultmodels.SlowHTDemucs)
+    repo.chmod(0o755)
+    return repo
+
+
+def base_config(tmp: Path, model_repo: Path, **overrides: Any) -> dict[str, Any]:
+    """A config for tests: one CPU slot, tiny model, short settle time."""
+    config: dict[str, Any] = {
+        "daemon": {"state_dir": str(tmp / "state"), "shutdown_grace": 20},
+        "inbox": [{"path": str(tmp / "inbox"), "profile": "default"}],
+        "outbox": {"path": str(tmp / "outbox")},
+        "intake": {"settle_seconds": 0.5, "rescan_interval": 2, "poll_interval": 0.5},
+        "models": {"repo": str(model_repo), "offline": True},
+        "workers": {"gpu": 0, "cpu": 1, "threads": 1, "retry_backoff": 0.5,
+                    "memory_reserve": "64MiB", "memory_estimate": "512MiB"},
+        "maintenance": {"min_free": "10MiB"},
+        "profiles": {"default": {"model": "tiny"}},
+    }
+    for section, values in overrides.items():
+        if isinstance(values, dict) and isinstance(config.get(section), dict):
+            config[section] = {**config[section], **values}
+        else:
+            config[section] = values
+    return config
+
+
+@pytest.fixture
+def make_daemon(tmp_path: Path, model_repo: Path) -> Iterator[Callable[..., DaemonProcess]]:
+    """Start ``stemd run`` with the base config plus overrides; stopped after the test."""
+    started: list[DaemonProcess] = []
+
+    def factory(start: bool = True, **overrides: Any) -> DaemonProcess:
+        config = write_config(tmp_path / "stemd.toml", base_config(tmp_path, model_repo, **overrides))
+        for folder in ("inbox", "outbox"):
+            (tmp_path / folder).mkdir(exist_ok=True)
+        daemon = DaemonProcess(config, tmp_path / "state", env_for_tests())
+        started.append(daemon)
+        return daemon.start() if start else daemon
+
+    yield factory
+    for daemon in started:
+        try:
+            daemon.stop(timeout=30)
+        except Exception:
+            daemon.kill()
