@@ -215,18 +215,11 @@ class Daemon:
         return check
 
     def _start_maintenance(self) -> None:
-        from .maintenance import MaintenancePaths, maybe_backup, run_cleanup
+        from .maintenance import MaintenancePaths, scheduled_jobs
         from .scheduler import MaintenanceScheduler
-        cfg = self.config.maintenance
         paths = MaintenancePaths.from_config(self.config)
-
-        def cleanup() -> None:
-            run_cleanup(cfg, paths, Store(self.config.db_path), time.time())
-
-        def backup() -> None:
-            maybe_backup(Store(self.config.db_path), paths, cfg, time.time())
-        self.scheduler = MaintenanceScheduler([("cleanup", cfg.interval, cleanup),
-                                               ("backup", min(cfg.backup_interval, 3600.0), backup)])
+        self.scheduler = MaintenanceScheduler(scheduled_jobs(self.config.maintenance, paths,
+                                                             self.store))
         self.scheduler.start()
 
     def _start_notifier(self) -> None:

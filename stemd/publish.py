@@ -127,10 +127,10 @@ def cache_restore(cache_entry: Path, staged: Path) -> bool:
     """Copy a cache entry into a staging folder; False when there is none."""
     if not (cache_entry / MANIFEST).is_file():
         return False
+    os.utime(cache_entry)   # last used (LRU), before copying so a cleanup pass keeps it
     shutil.rmtree(staged, ignore_errors=True)
     staged.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(cache_entry, staged, copy_function=_link_or_copy)
-    os.utime(cache_entry)   # last used, for the cache's LRU eviction
     return True
 
 

@@ -410,6 +410,10 @@ class Store:
     def running(self) -> list[Job]:
         return self.jobs(State.RUNNING)
 
+    def count_finished_before(self, cutoff: float) -> int:
+        return int(self._execute("SELECT COUNT(*) FROM jobs WHERE state IN ('done', 'failed', "
+                                 "'canceled') AND finished_at < ?", (cutoff,)).fetchone()[0])
+
     def delete_finished_before(self, cutoff: float) -> int:
         cur = self._execute("DELETE FROM jobs WHERE state IN ('done', 'failed', 'canceled') "
                             "AND finished_at < ?", (cutoff,))
@@ -448,8 +452,8 @@ class Store:
 
     # -- maintenance ----------------------------------------------------------------------
     def checkpoint(self) -> None:
-        self._execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._execute("PRAGMA optimize")
+        self._execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def backup(self, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
