@@ -65,6 +65,7 @@ class IntakeConfig(_Section):
     failed_dir: Optional[Path] = None
     max_file_mb: float = Field(2048, gt=0)
     max_duration: Seconds = 10800.0
+    min_duration: Seconds = 0.5
     ignore: list[str] = Field(default_factory=list)
     extensions: list[str] = Field(default_factory=list)
     poll: Literal["auto", "always", "never"] = "auto"

@@ -57,7 +57,8 @@ def _extensions(extra: list[str]) -> frozenset[str]:
 
 def intake_settings(config: Config) -> IntakeSettings:
     return IntakeSettings(max_file_bytes=int(config.intake.max_file_mb * 1e6),
-                          max_duration=config.intake.max_duration, failed_dir=config.failed_dir)
+                          max_duration=config.intake.max_duration, failed_dir=config.failed_dir,
+                          min_duration=config.intake.min_duration)
 
 
 def make_folders(config: Config) -> None:
@@ -200,9 +201,9 @@ class Daemon:
     def _space_check(self) -> Callable[[Any], Optional[str]]:
         from .diskspace import SpaceGate, expected_output_bytes
         gate = self.gate = SpaceGate()
-        config = self.config
 
         def check(job: Any) -> Optional[str]:
+            config = self.config          # the live config: a reload may change min_free
             opts = job.options
             fmt = opts.get("format", {})
             stems = 2 if opts.get("two_stems") else 4

@@ -48,6 +48,7 @@ class IntakeSettings:
     max_file_bytes: int
     max_duration: float
     failed_dir: Path
+    min_duration: float = 0.5
 
 
 def options_of(profile: ProfileConfig) -> dict[str, Any]:
@@ -149,7 +150,13 @@ class Intake:
 
     def _inspect(self, path: Path) -> tuple[str, AudioInfo, int]:
         size = _check_file(path, self.settings.max_file_bytes)
+        _check_wav_complete(path, size)
         info = self.probe(path)
+        if info.duration < self.settings.min_duration:
+            raise InputError(
+                f"The track is only {info.duration:.2f} s long, too short to separate "
+                f"(intake.min_duration is {self.settings.min_duration:g} s).",
+                "If the copy did not finish, drop the complete file again.")
         if info.duration > self.settings.max_duration:
             raise InputError(
                 f"The track is {format_duration(info.duration)} long, longer than the "
@@ -185,6 +192,28 @@ class Intake:
         if moved is not None:
             self.store.update_input(job_id, str(moved))
         return job_id
+
+
+def _check_wav_complete(path: Path, size: int) -> None:
+    """A WAV whose data chunk declares more bytes than the file holds was cut off."""
+    if path.suffix.lower() != ".wav":
+        return
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return
+    pos = 12
+    while pos + 8 <= len(head):
+        chunk, length = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        if chunk == b"data":
+            held = size - (pos + 8)
+            if length not in (0, 0xFFFFFFFF) and held < length * 0.99:
+                raise InputError(
+                    f"The file is truncated: it declares {length} bytes of audio but holds "
+                    f"only {max(held, 0)}.",
+                    "The copy or download did not finish: drop the complete file again.")
+            return
+        pos += 8 + length + (length & 1)
 
 
 def _check_file(path: Path, max_bytes: int) -> int:

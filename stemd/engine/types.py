@@ -34,6 +34,7 @@ class SeparationOptions:
     clip: Literal["rescale", "clamp", "none"] = "rescale"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"   # autocast on CUDA only
     batch_size: int = 0                        # segments per forward pass; 0 = auto
+    tf32: bool = True                          # TF32 matmuls/convolutions on CUDA
     format: OutputFormat = field(default_factory=OutputFormat)
 
 

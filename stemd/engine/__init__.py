@@ -1,0 +1,36 @@
+"""The separation engine: probe inputs, load demucs models, separate in bounded memory.
+
+This package is the only place that imports demucs and torch. The worker process
+of the daemon calls the functions below; see docs/engine.md. Names are imported
+lazily, so ``stemd.engine.types`` (used by the config and the daemon) and
+``probe`` do not pull torch into the supervisor process.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .catalog import fetch_model, import_model, list_models
+    from .mixfile import PreparedMix
+    from .models import KNOWN_MODELS, LoadedModel, ModelInfo, load_model, resolve_model
+    from .probing import probe
+    from .process import tune_allocator
+    from .separation import check_options, prepare_input, separate
+
+_HOMES = {
+    "fetch_model": "catalog", "import_model": "catalog", "list_models": "catalog",
+    "PreparedMix": "mixfile", "KNOWN_MODELS": "models", "LoadedModel": "models",
+    "ModelInfo": "models", "load_model": "models", "resolve_model": "models",
+    "probe": "probing", "check_options": "separation", "prepare_input": "separation",
+    "separate": "separation", "tune_allocator": "process",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)

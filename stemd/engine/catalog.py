@@ -1,0 +1,77 @@
+"""List, fetch and import models (``stemd models list|fetch|import``)."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Optional
+
+from ..errors import InputError, ModelUnavailable
+from . import hub
+from .layout import BagSpec, bag_names, read_bag
+from .models import KNOWN_MODELS, ModelInfo, load_model, missing_hint, resolve_model
+from .types import ModelSource
+
+log = logging.getLogger(__name__)
+
+
+def list_models(source: ModelSource) -> list[ModelInfo]:
+    """The known pretrained names plus every bag in the repo folder, found or not."""
+    names = list(KNOWN_MODELS)
+    if source.repo is not None:
+        names += [n for n in bag_names(source.repo) if n not in names]
+    return [resolve_model(name, source) for name in names]
+
+
+def fetch_model(name: str) -> ModelInfo:
+    """Download ``name`` into the Hugging Face cache with demucs's own loader (online)."""
+    from demucs.hf import get_hf_model
+    try:
+        with hub.offline_mode(False):
+            get_hf_model(name)
+    except Exception as exc:
+        raise ModelUnavailable(f"Could not download model {name}: {type(exc).__name__}: "
+                               f"{exc}", "Check the name (`stemd models list`) and the "
+                               "network connection. " + missing_hint(name)) from exc
+    return resolve_model(name, ModelSource(offline=True))
+
+
+def import_model(src_folder: Path, dest_repo: Path, name: Optional[str] = None,
+                 allow_pickle: bool = False) -> ModelInfo:
+    """Copy one bag (yaml + member files) from ``src_folder`` into ``dest_repo``, then load it."""
+    spec = _source_spec(src_folder, name)
+    files = [src_folder / f"{spec.name}.yaml"] if not spec.single else []
+    for sig in spec.sigs:
+        found = spec.member_file(sig)
+        if found is None:
+            raise InputError(f"{src_folder} lacks the model file for member {sig} of "
+                             f"{spec.name}.", "Copy the complete model folder.")
+        files.append(found)
+    dest_repo.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        _copy(path, dest_repo / path.name)
+    load_model(spec.name, ModelSource(repo=dest_repo, offline=True,
+                                      allow_pickle=allow_pickle))
+    return resolve_model(spec.name, ModelSource(repo=dest_repo, offline=True))
+
+
+def _source_spec(src_folder: Path, name: Optional[str]) -> BagSpec:
+    names = [name] if name else bag_names(src_folder)
+    if len(names) != 1:
+        raise InputError(f"{src_folder} holds {len(names)} model bags "
+                         f"({', '.join(names) or 'none'}).",
+                         "Name the one to import.")
+    spec = read_bag(src_folder, names[0])
+    if spec is None:
+        raise InputError(f"{src_folder} holds no model named {names[0]}.",
+                         "Point at a folder in demucs's layout: NAME.yaml plus model files.")
+    return spec
+
+
+def _copy(src: Path, dest: Path) -> None:
+    tmp = dest.with_name(dest.name + ".part")
+    shutil.copyfile(src, tmp)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, dest)
+    log.info("imported %s", dest.name)

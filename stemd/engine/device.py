@@ -1,0 +1,91 @@
+"""Run batches of segments through a model on the CPU or a CUDA GPU.
+
+On CUDA the input is staged in pinned host memory and copied asynchronously;
+the output comes back the same way, so the host prepares the next batch and
+accumulates the previous one while the GPU computes (``submit`` returns before
+the work is done; ``Pending.result`` waits). Autocast (bf16/fp16) and TF32 are
+CUDA-only; on the CPU everything runs in fp32.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, ContextManager, Optional
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+CPU_MAX_BATCH = 1               # measured: batching segments is slower per segment on CPU
+GPU_MAX_BATCH = 16
+BYTES_PER_WINDOW_SAMPLE = 3000  # peak working memory of full-size htdemucs, fp32, per sample
+MEMORY_SHARE = 0.5              # of free memory a batch may take
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def auto_batch_size(device: str, window: int, requested: int = 0) -> int:
+    """Segments per forward pass: ``requested``, else sized from free (V)RAM."""
+    if requested > 0:
+        return requested
+    per_segment = BYTES_PER_WINDOW_SAMPLE * window
+    if device.startswith("cuda"):
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        cap = GPU_MAX_BATCH
+    else:
+        import psutil
+        free, cap = psutil.virtual_memory().available, CPU_MAX_BATCH
+    return max(1, min(cap, int(free * MEMORY_SHARE // per_segment)))
+
+
+class Pending:
+    """A submitted batch; ``result()`` is ``[B, S, C, T]`` float32 on the CPU."""
+
+    def __init__(self, out: torch.Tensor, event: Optional[Any] = None) -> None:
+        self._out, self._event = out, event
+
+    def result(self) -> torch.Tensor:
+        if self._event is not None:
+            self._event.synchronize()
+        return self._out
+
+
+class Runner:
+    def __init__(self, device: str, precision: str = "fp32", tf32: bool = True) -> None:
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        self.precision = precision if self.cuda else "fp32"
+        if self.cuda:
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+        if precision != "fp32" and not self.cuda:
+            log.info("precision %s applies on CUDA only; running fp32 on %s", precision, device)
+
+    def submit(self, model: Any, batch: np.ndarray) -> Pending:
+        if not self.cuda:
+            with torch.inference_mode():
+                return Pending(model(torch.from_numpy(batch)).float())
+        return self._submit_cuda(model, batch)
+
+    def _submit_cuda(self, model: Any, batch: np.ndarray) -> Pending:
+        host = torch.from_numpy(batch).pin_memory()
+        with torch.inference_mode(), self._autocast():
+            out = model(host.to(self.device, non_blocking=True)).float()
+        back = torch.empty(out.shape, dtype=torch.float32, pin_memory=True)
+        back.copy_(out, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return Pending(back, event)
+
+    def _autocast(self) -> ContextManager[Any]:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=DTYPES[self.precision])
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text
+                                              or "can't allocate memory" in text)

@@ -1,0 +1,168 @@
+"""Find and load demucs models: a local repo folder first, then the Hugging Face cache.
+
+Models are loaded only through demucs's own loaders: ``demucs.hf.load_safetensors_model``
+and ``demucs.repo.LocalRepo`` for a repo folder, ``demucs.hf.get_hf_model`` for the hub.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from ..errors import InvalidOption, ModelUnavailable
+from . import hub
+from .process import tune_allocator
+from .layout import BagSpec, member_file, read_bag, safetensors_sources
+from .trust import check_pickle_trusted
+from .types import ModelSource
+
+log = logging.getLogger(__name__)
+
+KNOWN_MODELS = ("htdemucs", "htdemucs_ft", "htdemucs_6s", "hdemucs_mmi",
+                "mdx", "mdx_extra", "mdx_q", "mdx_extra_q")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    where: str                                 # "repo" | "hf-cache" | "" (not found)
+    path: Optional[Path]                       # folder holding the model's files
+    members: int
+    sources: tuple[str, ...]
+    available: bool
+    formats: tuple[str, ...] = ()              # "safetensors" | "th", per member
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    sources: list[str]
+    samplerate: int
+    audio_channels: int
+    device: str
+    model: Any                                 # demucs BagOfModels or single model
+    max_segment: float                         # seconds; inf when any length works
+    info: ModelInfo
+    members: list[Any] = field(default_factory=list)
+    weights: list[list[float]] = field(default_factory=list)
+
+
+def missing_hint(name: str) -> str:
+    return (f"Run `stemd models fetch {name}` on a machine with internet access and copy "
+            "its Hugging Face cache (~/.cache/huggingface/hub) here, or set [models] repo "
+            f"to a folder in demucs's layout holding {name}.yaml and its model files "
+            "(`stemd models import FOLDER` copies one in).")
+
+
+def resolve_model(name: str, source: ModelSource) -> ModelInfo:
+    """Where ``name`` would be loaded from; ``available`` is False when nowhere."""
+    if source.repo is not None and source.repo.is_dir():
+        spec = read_bag(source.repo, name)
+        if spec is not None:
+            return _info_from_spec(spec, "repo")
+    snapshot = hub.cached_snapshot(name)
+    if snapshot is not None:
+        spec = read_bag(snapshot, hub.short_name(name))
+        if spec is not None:
+            return _info_from_spec(spec, "hf-cache")
+    return ModelInfo(name, "", None, 0, (), False)
+
+
+def _info_from_spec(spec: BagSpec, where: str) -> ModelInfo:
+    files = [spec.member_file(sig) for sig in spec.sigs]
+    formats = tuple(f.suffix.lstrip(".") if f else "missing" for f in files)
+    sources: tuple[str, ...] = ()
+    for found in files:
+        if found is not None and found.suffix == ".safetensors":
+            sources = safetensors_sources(found)
+            break
+    return ModelInfo(spec.name, where, spec.folder, len(spec.sigs), sources,
+                     all(f is not None for f in files), formats)
+
+
+def load_model(name: str, source: ModelSource, device: str = "cpu") -> "LoadedModel":
+    """Load ``name`` (repo folder, else HF cache or hub) onto ``device``."""
+    _check_device(device)
+    tune_allocator()
+    info = resolve_model(name, source)
+    if info.where == "repo" and info.available:
+        model = _load_from_repo(read_bag(info.path, name), source)  # type: ignore[arg-type]
+    elif info.where == "repo":
+        raise ModelUnavailable(f"Model {name} in {info.path} is missing member files "
+                               f"({', '.join(info.formats)}).", missing_hint(name))
+    else:
+        model = _load_from_hub(name, source, info)
+        info = resolve_model(name, source)
+    return _wrap(name, model, device, info)
+
+
+def _check_device(device: str) -> None:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidOption(f"Device {device} was asked for, but no CUDA GPU is usable.",
+                            "Set [workers] gpu = 0 or install a CUDA build of torch.")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise InvalidOption(f"Unknown device {device!r}.", "Use cpu or cuda[:N].")
+
+
+def _load_from_repo(spec: BagSpec, source: ModelSource) -> Any:
+    from demucs.apply import BagOfModels
+    try:
+        members = [_load_member(spec, sig, source) for sig in spec.sigs]
+        if spec.single:
+            return members[0].eval()
+        return BagOfModels(members, spec.weights, spec.segment).eval()
+    except ModelUnavailable:
+        raise
+    except Exception as exc:
+        raise ModelUnavailable(f"Model {spec.name} in {spec.folder} could not be loaded: "
+                               f"{exc}.", "Replace its files; they may be damaged or "
+                               "incomplete. " + missing_hint(spec.name)) from exc
+
+
+def _load_member(spec: BagSpec, sig: str, source: ModelSource) -> Any:
+    path = member_file(spec.folder, sig)
+    assert path is not None
+    if path.suffix == ".safetensors":
+        from demucs.hf import load_safetensors_model
+        return load_safetensors_model(path)
+    if not source.allow_pickle:
+        check_pickle_trusted(path)
+    from demucs.repo import LocalRepo
+    return LocalRepo(spec.folder).get_model(sig)
+
+
+def _load_from_hub(name: str, source: ModelSource, info: ModelInfo) -> Any:
+    if source.offline and not info.available:
+        raise ModelUnavailable(f"Model {name} is not in the local model folder nor in the "
+                               "Hugging Face cache, and stemd is offline.", missing_hint(name))
+    from demucs.hf import get_hf_model
+    try:
+        with hub.offline_mode(source.offline):
+            return get_hf_model(name).eval()
+    except Exception as exc:
+        raise ModelUnavailable(f"Model {name} could not be loaded from the Hugging Face "
+                               f"hub or its cache: {type(exc).__name__}: {exc}",
+                               missing_hint(name)) from exc
+
+
+def _wrap(name: str, model: Any, device: str, info: ModelInfo) -> LoadedModel:
+    from demucs.apply import BagOfModels
+    model.to(device)
+    if isinstance(model, BagOfModels):
+        members, weights = list(model.models), [list(w) for w in model.weights]
+        max_segment = float(model.max_allowed_segment)
+    else:
+        members, weights = [model], [[1.0] * len(model.sources)]
+        max_segment = _member_max_segment(model)
+    log.info("loaded model %s (%d member(s)) on %s", name, len(members), device)
+    return LoadedModel(name, list(model.sources), int(model.samplerate),
+                       int(model.audio_channels), device, model, max_segment, info,
+                       members, weights)
+
+
+def _member_max_segment(model: Any) -> float:
+    from demucs.htdemucs import HTDemucs
+    return float(model.segment) if isinstance(model, HTDemucs) else float("inf")

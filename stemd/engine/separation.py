@@ -1,0 +1,136 @@
+"""``separate``: one input file to stem files, streaming, in bounded memory."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from ..errors import EngineError, InvalidOption, OutOfMemory, StemdError
+from .device import Runner, auto_batch_size, is_out_of_memory
+from .encoders import disk_full, is_disk_full, open_encoder
+from .mixfile import PreparedMix, prepare_mix
+from .models import LoadedModel
+from .probing import probe
+from .rawfile import RawReader
+from .sinks import DirectSink, RescaleSink, SinkPump
+from .stems import StemLayout, stem_layout
+from .stream import MixWindows, StreamRunner, build_plan
+from .types import ProgressFn, SeparationOptions, SeparationResult
+
+log = logging.getLogger(__name__)
+
+DECODE_SHARE, SEPARATE_SHARE = 0.05, 0.9
+
+
+def prepare_input(model: LoadedModel, input: Path, workdir: Path) -> PreparedMix:
+    """Probe and decode ``input`` for ``model`` (can run ahead of ``separate``)."""
+    info = probe(input, decodable_check=False)
+    return prepare_mix(input, info, model.samplerate, model.audio_channels, workdir)
+
+
+def separate(model: LoadedModel, input: Path, opts: SeparationOptions, out_dir: Path,
+             filename: Callable[[str], str], progress: ProgressFn, workdir: Path,
+             prepared: Optional[PreparedMix] = None) -> SeparationResult:
+    """Separate ``input`` into ``out_dir / filename(stem)`` for every stem."""
+    check_options(model, opts)
+    began = time.perf_counter()
+    try:
+        mix = prepared or prepare_input(model, input, workdir)
+        progress(DECODE_SHARE)
+        return _separate_mix(model, mix, opts, out_dir, filename, progress, workdir, began)
+    except StemdError:
+        raise
+    except Exception as exc:
+        raise _translate(exc) from exc
+
+
+def check_options(model: LoadedModel, opts: SeparationOptions) -> None:
+    if opts.two_stems is not None and opts.two_stems not in model.sources:
+        raise InvalidOption(f"Stem {opts.two_stems!r} is not produced by model {model.name}.",
+                            f"Use one of: {', '.join(model.sources)}.")
+    if opts.segment is not None and not 0 < opts.segment <= model.max_segment:
+        raise InvalidOption(f"Segment {opts.segment} s is not allowed for model {model.name}"
+                            f" (at most {model.max_segment:g} s).",
+                            "Leave segment unset, or lower it.")
+    if not 0 <= opts.overlap < 1 or opts.shifts < 0 or opts.batch_size < 0:
+        raise InvalidOption("overlap must be in [0, 1), shifts and batch_size >= 0.",
+                            "Fix the profile's separation options.")
+
+
+def _separate_mix(model: LoadedModel, mix: PreparedMix, opts: SeparationOptions,
+                  out_dir: Path, filename: Callable[[str], str], progress: ProgressFn,
+                  workdir: Path, began: float) -> SeparationResult:
+    layout = stem_layout(model.sources, opts.two_stems, opts.other_method)
+    pump = _open_sinks(layout, mix, opts, out_dir, filename, workdir)
+    try:
+        with RawReader(mix.path, mix.channels) as reader:
+            members, sep_time = _run_model(model, mix, reader, opts, layout, pump, progress)
+        started = time.perf_counter()
+        pump.finish()
+        encode_time = time.perf_counter() - started
+    except BaseException:
+        pump.abort()
+        raise
+    finally:
+        mix.path.unlink(missing_ok=True)
+    progress(1.0)
+    timings = {"decode": mix.seconds, "separate": sep_time, "encode": encode_time,
+               "total": time.perf_counter() - began}
+    return SeparationResult(
+        {name: out_dir / filename(name) for name in layout.outputs}, model.samplerate,
+        model.audio_channels, mix.frames, mix.info, model.device, timings,
+        tuple(model.sources), members)
+
+
+def _open_sinks(layout: StemLayout, mix: PreparedMix, opts: SeparationOptions,
+                out_dir: Path, filename: Callable[[str], str], workdir: Path) -> SinkPump:
+    sinks: dict[str, DirectSink | RescaleSink] = {}
+    try:
+        for name in layout.outputs:
+            encoder = open_encoder(out_dir / filename(name), opts.format, mix.samplerate,
+                                   mix.channels, mix.frames)
+            sinks[name] = (RescaleSink(encoder, workdir / f"stem-{name}.f32", mix.channels)
+                           if opts.clip == "rescale" else DirectSink(encoder, opts.clip))
+    except BaseException:
+        for sink in sinks.values():
+            sink.abort()
+        raise
+    return SinkPump(sinks)
+
+
+def _run_model(model: LoadedModel, mix: PreparedMix, reader: RawReader,
+               opts: SeparationOptions, layout: StemLayout, pump: SinkPump,
+               progress: ProgressFn) -> tuple[int, float]:
+    started = time.perf_counter()
+    plan = build_plan(model, mix.frames, layout.needed, opts.shifts, opts.overlap,
+                      opts.segment)
+    window = max(q[0].window for q in plan.queues.values() if q)
+    runner = Runner(model.device, opts.precision, opts.tf32)
+    batch = auto_batch_size(model.device, window, opts.batch_size)
+    depth = 2 if runner.cuda else 1
+    stream = StreamRunner(model, runner, MixWindows(reader, mix.mean, mix.std), batch, depth)
+    log.debug("%d segments, batch %d, members %s", plan.total, batch, sorted(plan.queues))
+
+    def emit(start: int, values: torch.Tensor) -> None:
+        raw = torch.from_numpy(reader.read(start, start + values.shape[-1]))
+        pump.put(layout.finish(values, mix.mean, mix.std, raw))
+
+    def tick(done: float) -> None:
+        progress(DECODE_SHARE + (SEPARATE_SHARE - DECODE_SHARE) * done)
+
+    stream.run(plan, emit, tick)
+    return len(stream.members_run), time.perf_counter() - started
+
+
+def _translate(exc: BaseException) -> Exception:
+    if is_out_of_memory(exc):
+        return OutOfMemory(f"Ran out of memory while separating: {exc}".strip(),
+                           "Lower the batch size or the number of workers; the job is "
+                           "retried with a smaller batch or on the CPU.")
+    if is_disk_full(exc):
+        return disk_full(getattr(exc, "filename", None) and Path(exc.filename))
+    return EngineError(f"Separation failed: {type(exc).__name__}: {exc}",
+                       "The job will be retried; if it keeps failing, check the log.")

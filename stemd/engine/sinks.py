@@ -1,0 +1,121 @@
+"""Where finished stem samples go: the clip strategy in front of an encoder.
+
+``rescale`` (demucs's default) divides the whole stem by ``max(1.01 * max|x|, 1)``,
+which is known only at the end: the samples are spooled as raw float32 to the
+work folder while the maximum is tracked, then read back and encoded in chunks.
+``clamp`` and ``none`` encode as the samples arrive.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .encoders import Encoder
+from .rawfile import RawReader, RawWriter
+
+log = logging.getLogger(__name__)
+
+READBACK_FRAMES = 1 << 18
+
+
+class DirectSink:
+    """``clamp`` / ``none``: clip each chunk and encode it at once."""
+
+    def __init__(self, encoder: Encoder, clip: str) -> None:
+        self.encoder, self.clip = encoder, clip
+
+    def write(self, chunk: torch.Tensor) -> None:
+        if self.clip == "clamp":
+            chunk = chunk.clamp(-0.99, 0.99)
+        self.encoder.write(chunk)
+
+    def close(self) -> None:
+        self.encoder.close()
+
+    def abort(self) -> None:
+        self.encoder.abort()
+
+
+class RescaleSink:
+    """``rescale``: spool, track the peak, then encode the rescaled stem."""
+
+    def __init__(self, encoder: Encoder, spool: Path, channels: int) -> None:
+        self.encoder, self.spool = encoder, spool
+        self._writer: Optional[RawWriter] = RawWriter(spool, channels)
+        self.channels = channels
+        self.peak = torch.zeros((), dtype=torch.float32)
+
+    def write(self, chunk: torch.Tensor) -> None:
+        assert self._writer is not None
+        self.peak = torch.maximum(self.peak, chunk.abs().max())
+        self._writer.write(chunk.numpy())
+
+    def close(self) -> None:
+        assert self._writer is not None
+        self._writer.close()
+        self._writer = None
+        scale = 1.01 * self.peak
+        with RawReader(self.spool, self.channels) as reader:
+            for start in range(0, reader.frames, READBACK_FRAMES):
+                chunk = torch.from_numpy(reader.read(start, start + READBACK_FRAMES)[
+                    :, : reader.frames - start])
+                self.encoder.write(chunk / scale if scale >= 1 else chunk)
+        self.encoder.close()
+        self.spool.unlink(missing_ok=True)
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self.spool.unlink(missing_ok=True)
+        self.encoder.abort()
+
+
+class SinkPump:
+    """Feeds the sinks from a background thread so encoding overlaps the model's work."""
+
+    def __init__(self, sinks: dict[str, "DirectSink | RescaleSink"], depth: int = 8) -> None:
+        self.sinks = sinks
+        self._queue: queue.Queue[Optional[dict[str, torch.Tensor]]] = queue.Queue(depth)
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._loop, name="stemd-encode", daemon=True)
+        self._thread.start()
+
+    def put(self, chunks: dict[str, torch.Tensor]) -> None:
+        self._raise()
+        self._queue.put(chunks)
+
+    def finish(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._raise()
+        for sink in self.sinks.values():
+            sink.close()
+
+    def abort(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        for sink in self.sinks.values():
+            try:
+                sink.abort()
+            except Exception as exc:  # cleanup of a failed job: log and go on
+                log.warning("could not remove a partial stem: %s", exc)
+
+    def _loop(self) -> None:
+        while (chunks := self._queue.get()) is not None:
+            if self._error is not None:
+                continue
+            try:
+                for name, chunk in chunks.items():
+                    self.sinks[name].write(chunk)
+            except BaseException as exc:
+                self._error = exc
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error

@@ -1,0 +1,193 @@
+"""Logging set-up: readable lines for people, JSON lines for log shippers.
+
+Formats (``setup_logging(fmt=...)``):
+
+- ``text``: ``2025-05-01 12:00:00 INFO    stemd.dispatch: job=42 started``.
+- ``journal``: what ``auto`` picks when stderr is journald's stream
+  (``JOURNAL_STREAM``): no timestamp (journald adds one) and a ``<N>`` syslog
+  priority prefix, so ``journalctl -p warning`` works.
+- ``json``: one object per line with ``ts``, ``level``, ``logger``, ``msg``,
+  ``job`` (when the record has one) and ``exception``.
+- ``auto``: ``journal`` under journald, else ``text``.
+
+A record is about a job when it has a ``job`` attribute: pass
+``extra={"job": job_id}`` or log through ``job_logger(log, job_id)``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import os
+import sys
+import time
+from collections.abc import Mapping, MutableMapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+LEVELS = ("debug", "info", "warning", "error")
+FORMATS = ("auto", "text", "json")
+LOG_FILE_MAX_BYTES = 10 * 1024 * 1024
+LOG_FILE_BACKUPS = 5
+# Chatty libraries, held at these levels unless stemd itself logs at debug.
+QUIET_LIBRARIES = {"apscheduler": logging.WARNING, "watchdog": logging.INFO,
+                   "urllib3": logging.WARNING, "httpx": logging.WARNING,
+                   "filelock": logging.WARNING, "huggingface_hub": logging.WARNING}
+_SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4,
+                    logging.INFO: 6, logging.DEBUG: 7}
+_HANDLER_NAME = "stemd"
+
+
+class TextFormatter(logging.Formatter):
+    """``[time ]LEVEL logger: [job=ID ]message``, with the traceback after it."""
+
+    def __init__(self, timestamps: bool = True, syslog_prefix: bool = False) -> None:
+        super().__init__(datefmt="%Y-%m-%d %H:%M:%S")
+        self.timestamps = timestamps
+        self.syslog_prefix = syslog_prefix
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{record.levelname:<7} {record.name}: {_job_prefix(record)}{record.getMessage()}"
+        if self.timestamps:
+            line = f"{self.formatTime(record, self.datefmt)} {line}"
+        if self.syslog_prefix:
+            line = f"<{_syslog_priority(record.levelno)}>{line}"
+        extra = _exception_text(self, record)
+        return f"{line}\n{extra}" if extra else line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; the timestamp is UTC, ISO 8601, in milliseconds."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": _utc_iso(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        job = getattr(record, "job", None)
+        if job is not None:
+            entry["job"] = job
+        extra = _exception_text(self, record)
+        if extra:
+            entry["exception"] = extra
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+if TYPE_CHECKING:
+    _Adapter = logging.LoggerAdapter[logging.Logger]
+else:  # subscripting LoggerAdapter at run time needs Python 3.11
+    _Adapter = logging.LoggerAdapter
+
+
+class JobAdapter(_Adapter):
+    """A logger whose every record carries ``job=<id>``; per-call ``extra`` is kept."""
+
+    def process(self, msg: Any,
+                kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
+        return msg, kwargs
+
+
+def job_logger(logger: logging.Logger, job: int | str) -> JobAdapter:
+    """``job_logger(log, 42).info("started")`` logs ``job=42 started``."""
+    return JobAdapter(logger, {"job": job})
+
+
+def setup_logging(level: str = "info", fmt: str = "auto", log_file: Path | None = None) -> str:
+    """Configure the root logger once for the process; returns the format in use.
+
+    With ``log_file`` (launchd, where there is no journal) lines go to that file,
+    rotated at 10 MiB with 5 old files kept; otherwise to stderr.
+    """
+    if level.lower() not in LEVELS:
+        raise ValueError(f"log level {level!r} is not one of {', '.join(LEVELS)}")
+    if fmt not in FORMATS:
+        raise ValueError(f"log format {fmt!r} is not one of {', '.join(FORMATS)}")
+    resolved = resolve_format(fmt, log_file)
+    handler = _make_handler(log_file)
+    handler.setFormatter(_make_formatter(resolved))
+    _install(handler, getattr(logging, level.upper()))
+    return resolved
+
+
+def resolve_format(fmt: str, log_file: Path | None = None,
+                   environ: Mapping[str, str] | None = None, stream: TextIO | None = None) -> str:
+    """``auto`` becomes ``journal`` when stderr is journald's stream, else ``text``."""
+    if fmt != "auto":
+        return fmt
+    if log_file is None and stderr_is_journal(environ, stream):
+        return "journal"
+    return "text"
+
+
+def stderr_is_journal(environ: Mapping[str, str] | None = None, stream: TextIO | None = None) -> bool:
+    """True when ``JOURNAL_STREAM`` names the device and inode of our stderr."""
+    env = os.environ if environ is None else environ
+    stream = sys.stderr if stream is None else stream
+    device, _, inode = env.get("JOURNAL_STREAM", "").partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        info = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (info.st_dev, info.st_ino) == (int(device), int(inode))
+
+
+def _make_handler(log_file: Path | None) -> logging.Handler:
+    if log_file is None:
+        return logging.StreamHandler(sys.stderr)
+    log_file = Path(log_file).expanduser()
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    return logging.handlers.RotatingFileHandler(
+        log_file, maxBytes=LOG_FILE_MAX_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8")
+
+
+def _make_formatter(resolved: str) -> logging.Formatter:
+    if resolved == "json":
+        return JsonFormatter()
+    if resolved == "journal":
+        return TextFormatter(timestamps=False, syslog_prefix=True)
+    return TextFormatter(timestamps=True)
+
+
+def _install(handler: logging.Handler, level: int) -> None:
+    """Replace the handler a previous call installed; leave others (pytest's) alone."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+        old.close()
+    handler.set_name(_HANDLER_NAME)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name, floor in QUIET_LIBRARIES.items():
+        logging.getLogger(name).setLevel(logging.NOTSET if level <= logging.DEBUG else max(floor, level))
+    logging.captureWarnings(True)
+
+
+def _job_prefix(record: logging.LogRecord) -> str:
+    job = getattr(record, "job", None)
+    return "" if job is None else f"job={job} "
+
+
+def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str:
+    parts = []
+    if record.exc_info:
+        parts.append(formatter.formatException(record.exc_info))
+    if record.stack_info:
+        parts.append(formatter.formatStack(record.stack_info))
+    return "\n".join(parts)
+
+
+def _syslog_priority(levelno: int) -> int:
+    for threshold in sorted(_SYSLOG_PRIORITY, reverse=True):
+        if levelno >= threshold:
+            return _SYSLOG_PRIORITY[threshold]
+    return 7
+
+
+def _utc_iso(created: float) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+    return f"{stamp}.{int(created % 1 * 1000):03d}Z"

@@ -1,0 +1,94 @@
+"""The streaming, batched engine against demucs's apply_model on tiny models."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from stemd.engine.models import LoadedModel
+from stemd.errors import InvalidOption
+
+from .helpers import assert_matches, run_stemd
+
+
+@pytest.mark.parametrize("seconds,rate,channels,shifts", [
+    (1.3, 44100, 2, 1),        # shorter than one segment
+    (5.3, 44100, 2, 0),        # not a multiple of the stride, no shift
+    (4.1, 48000, 1, 2),        # mono, resampled, two shifts
+    (3.0, 22050, 6, 1),        # multichannel (first two kept), upsampled
+])
+def test_matches_apply_model(monkeypatch: pytest.MonkeyPatch, tiny: LoadedModel,
+                             make_wav: Callable[..., Path], tmp_path: Path, seconds: float,
+                             rate: int, channels: int, shifts: int) -> None:
+    path = make_wav(seconds, rate, channels)
+    result = assert_matches(monkeypatch, tiny, path, tmp_path, shifts=shifts)
+    assert result.sample_rate == 44100 and result.channels == 2
+
+
+@pytest.mark.parametrize("batch_size", [2, 5])
+def test_batched_matches_apply_model(monkeypatch: pytest.MonkeyPatch, tiny: LoadedModel,
+                                     make_wav: Callable[..., Path], tmp_path: Path,
+                                     batch_size: int) -> None:
+    path = make_wav(6.7)
+    assert_matches(monkeypatch, tiny, path, tmp_path, shifts=2, batch_size=batch_size)
+
+
+def test_shorter_segment_and_overlap(monkeypatch: pytest.MonkeyPatch, tiny: LoadedModel,
+                                     make_wav: Callable[..., Path], tmp_path: Path) -> None:
+    path = make_wav(4.4)
+    assert_matches(monkeypatch, tiny, path, tmp_path, segment=1.5, overlap=0.5)
+
+
+@pytest.mark.parametrize("method", ["add", "minus", "none"])
+def test_two_stems(monkeypatch: pytest.MonkeyPatch, tiny: LoadedModel,
+                   make_wav: Callable[..., Path], tmp_path: Path, method: str) -> None:
+    path = make_wav(3.2)
+    result = assert_matches(monkeypatch, tiny, path, tmp_path, two_stems="vocals",
+                            other_method=method)
+    expected = {"vocals"} if method == "none" else {"vocals", "no_vocals"}
+    assert set(result.stems) == expected
+
+
+def test_unknown_two_stems_is_invalid(tiny: LoadedModel, make_wav: Callable[..., Path],
+                                      tmp_path: Path) -> None:
+    with pytest.raises(InvalidOption, match="guitar"):
+        run_stemd(tiny, make_wav(1.0), tmp_path, two_stems="guitar")
+
+
+def test_segment_longer_than_model_is_invalid(tiny: LoadedModel,
+                                              make_wav: Callable[..., Path],
+                                              tmp_path: Path) -> None:
+    with pytest.raises(InvalidOption, match="Segment"):
+        run_stemd(tiny, make_wav(1.0), tmp_path, segment=3.0)
+
+
+def test_memory_window_stays_bounded(monkeypatch: pytest.MonkeyPatch, tiny: LoadedModel,
+                                     make_wav: Callable[..., Path], tmp_path: Path) -> None:
+    """The overlap-add window never holds more than a few segments of a long track."""
+    from stemd.engine import overlap
+    sizes: list[int] = []
+    grow = overlap.OverlapAdd._grow
+
+    def spy(self: overlap.OverlapAdd, needed: int) -> None:
+        grow(self, needed)
+        sizes.append(self.buffer.shape[-1])
+
+    monkeypatch.setattr(overlap.OverlapAdd, "_grow", spy)
+    result = run_stemd(tiny, make_wav(24.0), tmp_path)
+    segment = 2 * 44100
+    assert result.frames == 24 * 44100
+    assert max(sizes, default=1 << 16) <= 4 * segment
+
+
+def test_progress_reaches_one(tiny: LoadedModel, make_wav: Callable[..., Path],
+                              tmp_path: Path) -> None:
+    from stemd.engine import separate
+    from stemd.engine.types import SeparationOptions
+    seen: list[float] = []
+    separate(tiny, make_wav(2.5), SeparationOptions(), tmp_path / "o",
+             lambda s: f"sub/{s}.wav", seen.append, tmp_path / "w")
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    assert sorted(p.name for p in (tmp_path / "o" / "sub").iterdir()) == [
+        "bass.wav", "drums.wav", "other.wav", "vocals.wav"]
+    assert not list((tmp_path / "w").iterdir())
