@@ -85,8 +85,10 @@ class Daemon:
         from .engine import probe
         self.intake = Intake(self.store, intake_settings(config), dict(config.profiles), probe)
         self.scheduler: Any = None
-        self.notifier: Any = None
-        self.pinger: Any = None
+        from .sdnotify import Notifier, WatchdogPinger
+        # unset NOTIFY_SOCKET for children: only the supervisor talks to systemd
+        self.notifier = Notifier(unset_environment=True)
+        self.pinger = WatchdogPinger(self.notifier)
         self._threads: list[threading.Thread] = []
 
     # -- start-up ---------------------------------------------------------------------
@@ -224,25 +226,29 @@ class Daemon:
         self.scheduler.start()
 
     def _start_notifier(self) -> None:
-        from .sdnotify import Notifier, WatchdogPinger
-        self.notifier = Notifier()
-        self.pinger = WatchdogPinger(self.notifier)
         self.notifier.ready(self.status_line())
 
     def healthy(self) -> bool:
-        threads_alive = all(t.is_alive() for t in self._threads)
-        return threads_alive and self.watcher.healthy() and self.dispatcher.healthy()
+        return not self.health_problem()
+
+    def health_problem(self) -> str:
+        """Empty when healthy; else what is wrong (stops the systemd watchdog pings)."""
+        dead = [t.name for t in self._threads if not t.is_alive()]
+        if dead:
+            return f"thread(s) {', '.join(dead)} died"
+        if not self.watcher.healthy():
+            return "the inbox watcher is not running"
+        if not self.dispatcher.healthy():
+            return "a busy worker process is gone"
+        return ""
 
     def status_line(self) -> str:
         counts = self.store.counts()
+        from .sdnotify import format_status
         running = [f"job {s['job']} {s['progress'] or 0:.0f}%" for s in
                    self.dispatcher.snapshot()["slots"] if s["job"]]
-        text = f"{counts['queued']} queued, {counts['running']} running"
-        if running:
-            text += ": " + ", ".join(running)
-        if self.dispatcher.paused_reason:
-            text += f"; paused: {self.dispatcher.paused_reason}"
-        return text
+        note = f"paused: {self.dispatcher.paused_reason}" if self.dispatcher.paused_reason else ""
+        return format_status(counts["queued"], running, note)
 
     def write_status(self) -> None:
         data = {"version": __version__, "pid": os.getpid(), "boot": self.boot,
@@ -284,8 +290,8 @@ class Daemon:
         if signal.SIGHUP in self._signals:
             self._signals = [s for s in self._signals if s != signal.SIGHUP]
             self.reload()
-        if self.pinger is not None:
-            self.pinger.loop(time.monotonic(), healthy=self.healthy())
+        problem = self.health_problem()
+        self.pinger.loop(time.monotonic(), healthy=not problem, detail=problem)
 
     def _report(self) -> None:
         try:
