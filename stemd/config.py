@@ -66,6 +66,7 @@ class IntakeConfig(_Section):
     max_file_mb: float = Field(2048, gt=0)
     max_duration: Seconds = 10800.0
     min_duration: Seconds = 0.5
+    empty_timeout: Seconds = 3600.0
     ignore: list[str] = Field(default_factory=list)
     extensions: list[str] = Field(default_factory=list)
     poll: Literal["auto", "always", "never"] = "auto"

@@ -46,7 +46,8 @@ def inbox_specs(config: Config) -> list[InboxSpec]:
                       subfolder_profiles=inbox.subfolders, extra_ignore=tuple(intake.ignore),
                       extensions=_extensions(intake.extensions), poll=intake.poll,
                       poll_interval=intake.poll_interval, rescan_interval=intake.rescan_interval,
-                      follow_symlinks=intake.follow_symlinks, exclude_dirs=exclude)
+                      follow_symlinks=intake.follow_symlinks, exclude_dirs=exclude,
+                      empty_timeout=intake.empty_timeout)
             for inbox in config.inbox]
 
 

@@ -18,6 +18,7 @@ DEFAULT_EXTENSIONS: frozenset[str] = frozenset({
 DEFAULT_SETTLE_SECONDS = 5.0
 DEFAULT_NETWORK_SETTLE_SECONDS = 65.0       # longer than NFS attribute caching (acregmax 60 s)
 DEFAULT_ZERO_TAIL_SECONDS = 60.0
+DEFAULT_EMPTY_TIMEOUT = 3600.0             # a 0-byte file unchanged this long is handed over (and refused)
 POLL_MODES: frozenset[str] = frozenset({"auto", "always", "never"})
 
 
@@ -48,6 +49,7 @@ class InboxSpec:
     network_settle_seconds: float = DEFAULT_NETWORK_SETTLE_SECONDS
     exclude_dirs: tuple[Path, ...] = ()
     zero_tail_seconds: float = DEFAULT_ZERO_TAIL_SECONDS
+    empty_timeout: float = DEFAULT_EMPTY_TIMEOUT
 
     def __post_init__(self) -> None:
         _set(self, "path", Path(os.path.abspath(self.path)))

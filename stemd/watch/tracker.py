@@ -4,7 +4,9 @@ A file is finished when nothing has touched it for ``settle`` seconds and then
 its size, mtime and inode are what they were at the last touch, and it is still
 a regular file. Any change restarts the wait. Two guards more:
 
-* a 0-byte file is never finished (browsers create placeholders); it waits;
+* a 0-byte file is not finished (browsers create placeholders); it waits, and
+  only after ``empty_timeout`` unchanged is it handed over (intake then refuses
+  it as empty, so a user sees why nothing happened);
 * a file whose last 64 KiB are all zero bytes (pre-sized, maybe not filled
   yet) is held until it has been unchanged for ``settle + zero_tail_seconds``,
   and so is a file with a downloader's control file next to it.
@@ -123,7 +125,7 @@ class StabilityTracker:
             return look
         if look != entry.sig:
             self._pending[path] = _Pending(touched=now, sig=look, since=now)
-        elif look.size == 0 or has_busy_sidecar(path):
+        elif (look.size == 0 and now - entry.since < self.inbox.empty_timeout) or has_busy_sidecar(path):
             self._pending[path] = replace(entry, touched=now)
         elif self._zero_tail(path, entry, now):     # look again when the extra wait is over
             self._pending[path] = replace(entry, touched=min(now, entry.since + self.inbox.zero_tail_seconds))
@@ -134,6 +136,6 @@ class StabilityTracker:
         return None
 
     def _zero_tail(self, path: Path, entry: _Pending, now: float) -> bool:
-        if now - entry.since >= self.settle + self.inbox.zero_tail_seconds:
+        if entry.sig.size == 0 or now - entry.since >= self.settle + self.inbox.zero_tail_seconds:
             return False
         return tail_is_zero(path, entry.sig.size, self.inbox.follow_symlinks)

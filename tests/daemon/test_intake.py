@@ -54,9 +54,11 @@ def _bad_corpus(inbox: Path) -> dict[str, str]:
 
 
 def test_bad_and_odd_inputs_fail_clearly_and_good_files_still_work(make_daemon, tmp_path):
-    daemon = make_daemon(intake={"settle_seconds": 0.5, "rescan_interval": 1})
+    daemon = make_daemon(intake={"settle_seconds": 0.5, "rescan_interval": 1, "empty_timeout": 3})
     inbox = tmp_path / "inbox"
     expected = _bad_corpus(inbox)
+    (inbox / "empty.wav").write_bytes(b"")             # a placeholder that never fills
+    expected["empty.wav"] = "empty"
     (inbox / "folder.wav").mkdir()                     # a directory named like audio
     os.mkfifo(inbox / "pipe.wav")                      # a FIFO: never opened
     os.symlink("/etc/hostname", inbox / "outside.wav")  # points outside the inbox
