@@ -19,6 +19,7 @@ class Budget:
     reserve: int           # bytes kept free for the rest of the machine
     cap: int               # bytes stemd's jobs may use together; 0 = no cap
     prior: int             # estimate before any job of a model was measured
+    floor: int = 0         # below this much available memory nothing starts
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,11 @@ def estimate_peak(measurements: Sequence[dict[str, Any]], duration: float, prior
     if not points:
         return prior
     slope = _slope(points)
+    if slope == 0.0:
+        return int(max(y for _, y in points) * SAFETY)
     mean_x = sum(x for x, _ in points) / len(points)
     mean_y = sum(y for _, y in points) / len(points)
-    fitted = mean_y + slope * (duration - mean_x)
-    return int(max(fitted, max(y for _, y in points) if slope == 0 else fitted) * SAFETY)
+    return int((mean_y + slope * (duration - mean_x)) * SAFETY)
 
 
 def _slope(points: Sequence[tuple[float, float]]) -> float:
@@ -62,6 +64,9 @@ def admit(estimate: int, committed: int, budget: Budget,
         ceiling = min(ceiling, budget.cap)
     if estimate > ceiling:
         return Admission(False, True, _never_reason(estimate, ceiling, budget))
+    if available < budget.floor:
+        return Admission(False, False, f"waiting for memory: {format_size(available)} available, "
+                                       f"below workers.memory_floor ({format_size(budget.floor)})")
     room = available - budget.reserve
     if budget.cap:
         room = min(room, budget.cap - committed)

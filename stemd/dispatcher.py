@@ -33,6 +33,7 @@ from .worker import Task, WorkerSpec
 log = logging.getLogger(__name__)
 
 SpaceCheckFn = Callable[[Job], Optional[str]]   # None = enough space, else why not
+PRESSURE_BACKOFF = 30.0                          # seconds before a job stopped for memory may start again
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,8 @@ class Dispatcher:
         assert run is not None
         slot.kill()
         self.store.requeue(run.job_id, self.boot, time.time(),
-                           "stopped and requeued: the machine was running out of memory")
+                           "stopped and requeued: the machine was running out of memory",
+                           delay=PRESSURE_BACKOFF)
         log.warning("job %s: memory below the floor; stopped the youngest job and requeued it",
                     run.job_id)
         self._clear(slot)
@@ -375,7 +377,8 @@ class Dispatcher:
         measured = self.store.measurements(job.options.get("model", ""), slot.kind)
         estimate = admission.estimate_peak(measured, job.duration or 0.0, workers.memory_estimate)
         committed = sum(s.running.estimate for s in self._all_slots() if s.running)
-        budget = Budget(workers.memory_reserve, workers.memory_budget, workers.memory_estimate)
+        budget = Budget(workers.memory_reserve, workers.memory_budget, workers.memory_estimate,
+                        workers.memory_floor)
         verdict = admission.admit(estimate, committed, budget)
         if verdict.ok and slot.kind == "gpu":
             verdict = admission.admit_vram(estimate, slot.free_vram)

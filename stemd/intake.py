@@ -28,6 +28,7 @@ from .units import format_duration
 log = logging.getLogger(__name__)
 
 ProbeFn = Callable[[Path], AudioInfo]
+THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,9 @@ class Intake:
         self.probe = probe
         self.on_job = on_job
         self.queue: "queue.Queue[Optional[Arrival]]" = queue.Queue()
-        self._thread: Optional[threading.Thread] = None
-        self._busy = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._busy = 0
+        self._lock = threading.Lock()
 
     def reconfigure(self, settings: IntakeSettings, profiles: dict[str, ProfileConfig]) -> None:
         self.settings, self.profiles = settings, profiles
@@ -95,30 +97,37 @@ class Intake:
     def offer(self, arrival: Arrival) -> None:
         self.queue.put(arrival)
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="stemd-intake", daemon=True)
-        self._thread.start()
+    def start(self, threads: int = THREADS) -> None:
+        """Probing is subprocess-bound (ffprobe, ffmpeg): a few threads keep up with bursts."""
+        for number in range(threads):
+            thread = threading.Thread(target=self._run, name=f"stemd-intake-{number}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self) -> None:
-        if self._thread is not None:
+        for _ in self._threads:
             self.queue.put(None)
-            self._thread.join(10)
+        for thread in self._threads:
+            thread.join(10)
+        self._threads = []
 
     def pending(self) -> int:
-        return self.queue.qsize() + (1 if self._busy.is_set() else 0)
+        return self.queue.qsize() + self._busy
 
     def _run(self) -> None:
         while True:
             arrival = self.queue.get()
             if arrival is None:
                 return
-            self._busy.set()
+            with self._lock:
+                self._busy += 1
             try:
                 self.process(arrival)
             except Exception:  # never let one file stop intake
                 log.exception("intake of %s failed unexpectedly", arrival.path)
             finally:
-                self._busy.clear()
+                with self._lock:
+                    self._busy -= 1
 
     # -- one file ---------------------------------------------------------------------
     def process(self, arrival: Arrival) -> Optional[int]:

@@ -343,7 +343,7 @@ class Store:
             f"WHERE id = ? AND state = ? {lease_clause}", params)
         return new_state if cur.rowcount == 1 else None
 
-    def requeue(self, job_id: int, boot: str, now: float, note: str) -> bool:
+    def requeue(self, job_id: int, boot: str, now: float, note: str, delay: float = 0.0) -> bool:
         """running -> queued without counting the attempt (shutdown, memory pressure)."""
         job = self.get(job_id)
         if job is None:
@@ -352,9 +352,9 @@ class Store:
                                   "at": _iso(now), "device": job.device}]
         cur = self._execute(
             "UPDATE jobs SET state = 'queued', attempts = MAX(attempts - 1, 0), history = ?, "
-            "progress = 0, lease_boot = NULL, lease_worker = NULL, updated_at = ? "
+            "progress = 0, lease_boot = NULL, lease_worker = NULL, updated_at = ?, not_before = ? "
             "WHERE id = ? AND state = 'running' AND lease_boot = ?",
-            (json.dumps(history), now, job_id, boot))
+            (json.dumps(history), now, now + delay, job_id, boot))
         return cur.rowcount == 1
 
     def cancel(self, job_id: int, now: float) -> Optional[State]:

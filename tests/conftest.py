@@ -13,7 +13,7 @@ if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
 import modelkit  # noqa: E402
-from daemon_harness import DaemonProcess, env_for_tests, write_config  # noqa: E402
+from daemon_harness import DaemonProcess, base_config, env_for_tests, write_config  # noqa: E402
 
 ONE_HOT = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
 
@@ -32,27 +32,6 @@ def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     modelkit.make_repo(repo, "slow", klass=faultmodels.SlowHTDemucs)
     repo.chmod(0o755)
     return repo
-
-
-def base_config(tmp: Path, model_repo: Path, **overrides: Any) -> dict[str, Any]:
-    """A config for tests: one CPU slot, tiny model, short settle time."""
-    config: dict[str, Any] = {
-        "daemon": {"state_dir": str(tmp / "state"), "shutdown_grace": 20},
-        "inbox": [{"path": str(tmp / "inbox"), "profile": "default"}],
-        "outbox": {"path": str(tmp / "outbox")},
-        "intake": {"settle_seconds": 0.5, "rescan_interval": 2, "poll_interval": 0.5},
-        "models": {"repo": str(model_repo), "offline": True},
-        "workers": {"gpu": 0, "cpu": 1, "threads": 1, "retry_backoff": 0.5,
-                    "memory_reserve": "64MiB", "memory_estimate": "512MiB"},
-        "maintenance": {"min_free": "10MiB"},
-        "profiles": {"default": {"model": "tiny"}},
-    }
-    for section, values in overrides.items():
-        if isinstance(values, dict) and isinstance(config.get(section), dict):
-            config[section] = {**config[section], **values}
-        else:
-            config[section] = values
-    return config
 
 
 @pytest.fixture

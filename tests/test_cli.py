@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import base_config
-from daemon_harness import ROOT, env_for_tests, stemd, write_config
+from daemon_harness import base_config, ROOT, env_for_tests, stemd, write_config
 from stemd.cli import build_parser
 from stemd.store import NewJob, State, Store
 

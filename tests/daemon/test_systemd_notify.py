@@ -7,8 +7,7 @@ import time
 from pathlib import Path
 
 from audio import make_track
-from conftest import base_config
-from daemon_harness import DaemonProcess, env_for_tests, write_config
+from daemon_harness import base_config, DaemonProcess, env_for_tests, write_config
 
 
 def _read(sock: socket.socket, until: float) -> list[str]:

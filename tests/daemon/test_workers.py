@@ -1,0 +1,90 @@
+"""Worker lifecycle: idle model unload, recycling, memory pressure, slot choice."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+from audio import make_track
+from stemd.config import WorkersConfig
+from stemd.dispatcher import DispatchSettings, Dispatcher
+from stemd.store import NewJob, Store
+
+
+def _worker_pids(log: str) -> list[str]:
+    return re.findall(r"worker started \(pid (\d+)", log)
+
+
+def test_idle_worker_frees_its_model_and_reloads_it_for_the_next_job(make_daemon, tmp_path):
+    daemon = make_daemon(workers={"idle_unload": 1.5})
+    make_track(tmp_path / "inbox" / "one.wav", 1.0)
+    daemon.wait_jobs(1, ("done",), timeout=60)
+    daemon.wait_for(lambda: "unloading model tiny" in daemon.log(), 30, "the idle unload")
+    make_track(tmp_path / "inbox" / "two.wav", 1.0, seed=2)
+    daemon.wait_jobs(2, ("done",), timeout=60)
+    assert daemon.log().count("loading model tiny on cpu") - daemon.log().count("unloading model") >= 1
+    assert len(_worker_pids(daemon.log())) == 1          # the same process, model loaded again
+
+
+def test_worker_is_recycled_after_max_jobs(make_daemon, tmp_path):
+    daemon = make_daemon(workers={"max_jobs_per_worker": 1})
+    for n in range(3):
+        make_track(tmp_path / "inbox" / f"t{n}.wav", 1.0, seed=n)
+    daemon.wait_jobs(3, ("done",), timeout=90)
+    assert len(set(_worker_pids(daemon.log()))) == 3
+    assert daemon.log().count("recycling its worker") >= 2
+
+
+def test_memory_pressure_stops_the_youngest_job_and_requeues_it(make_daemon, tmp_path):
+    os.environ["STEMD_TEST_SLOW"] = "0.5"
+    daemon = make_daemon(profiles={"default": {"model": "slow"}})
+    make_track(tmp_path / "inbox" / "a.wav", 4.0)
+    daemon.wait_for(lambda: any(j["state"] == "running" for j in daemon.jobs()), 60, "a running job")
+    # memory "drops" below the floor while the job runs: raise the floor past what is free
+    config = daemon.config.read_text().replace('[workers]\n', '[workers]\nmemory_floor = "1000TB"\n')
+    daemon.config.write_text(config)
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for(lambda: "memory below the floor" in daemon.log(), 60, "the pressure stop")
+    time.sleep(2.0)
+    assert daemon.log().count("memory below the floor") == 1   # no kill loop: it waits now
+    job = daemon.jobs()[0]
+    history = json.loads(job["history"])
+    assert any(h["kind"] == "requeued" and "memory" in h["reason"] for h in history)
+    assert job["state"] == "queued" and job["attempts"] == 0     # not counted against max_attempts
+
+
+def test_auto_device_prefers_a_free_gpu_slot_then_cpu(tmp_path: Path) -> None:
+    """Slot choice on the real dispatcher (no worker is started by choosing)."""
+    from stemd.config import Config
+    config = Config(daemon={"state_dir": str(tmp_path)}, outbox={"path": str(tmp_path / "out")})
+    store = Store(tmp_path / "db.sqlite3")
+    dispatcher = Dispatcher(store, DispatchSettings.from_config(config), "boot", ["cuda:0"], 1, 2)
+    jobs = {}
+    for device in ("auto", "gpu", "cpu"):
+        job_id = store.add_job(NewJob(key=device, input=f"/{device}.wav", profile="default",
+                                      options={"device": device}))
+        jobs[device] = store.get(job_id)
+    gpu, cpu = dispatcher.slots
+    assert (gpu.kind, gpu.device, cpu.kind, cpu.spec.threads) == ("gpu", "cuda:0", "cpu", 2)
+    assert dispatcher._pick_slot(jobs["auto"], [gpu, cpu]) is gpu
+    assert dispatcher._pick_slot(jobs["auto"], [cpu]) is cpu
+    assert dispatcher._pick_slot(jobs["gpu"], [cpu]) is None
+    assert dispatcher._pick_slot(jobs["cpu"], [gpu, cpu]) is cpu
+    forced = store.get(store.add_job(NewJob(key="f", input="/f.wav", profile="default",
+                                            options={"device": "auto", "force_device": "cpu"})))
+    assert dispatcher._pick_slot(forced, [gpu, cpu]) is cpu     # after a GPU out-of-memory
+
+
+def test_cpu_slot_plan_sets_threads_explicitly() -> None:
+    from stemd.devices import plan_slots
+    plan = plan_slots(WorkersConfig(gpu=0, cpu=2, threads=0), accel={"cuda": 0})
+    assert plan.gpus == [] and plan.cpu_slots == 2 and plan.threads >= 1
+    plan = plan_slots(WorkersConfig(gpu="auto", cpu="auto"), accel={"cuda": 2, "mps": False})
+    assert plan.gpus == ["cuda:0", "cuda:1"]
+    plan = plan_slots(WorkersConfig(gpu=1, cpu=0), accel={"cuda": 4})
+    assert plan.gpus == ["cuda:0"] and plan.cpu_slots == 0
+    plan = plan_slots(WorkersConfig(gpu="auto", cpu="auto"), accel={"cuda": 0, "mps": True})
+    assert plan.gpus == ["mps"]
