@@ -88,6 +88,7 @@ class Worker:
             elif message[0] == "task":
                 self._run(message[1])
                 self.last_job = time.monotonic()
+                _trim_heap()
 
     def _run(self, task: Task) -> None:
         started = time.monotonic()
@@ -181,6 +182,11 @@ def _configure_torch(spec: WorkerSpec) -> None:
     if spec.threads > 0:
         torch.set_num_threads(spec.threads)
         torch.set_num_interop_threads(1)
+
+
+def _trim_heap() -> None:
+    from .engine import trim_heap
+    trim_heap()
 
 
 def _free_vram(device: str) -> Optional[int]:

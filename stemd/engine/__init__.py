@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from .mixfile import PreparedMix
     from .models import KNOWN_MODELS, LoadedModel, ModelInfo, load_model, resolve_model
     from .probing import probe
-    from .process import tune_allocator
+    from .process import trim_heap, tune_process
     from .separation import check_options, prepare_input, separate
 
 _HOMES = {
@@ -23,7 +23,7 @@ _HOMES = {
     "PreparedMix": "mixfile", "KNOWN_MODELS": "models", "LoadedModel": "models",
     "ModelInfo": "models", "load_model": "models", "resolve_model": "models",
     "probe": "probing", "check_options": "separation", "prepare_input": "separation",
-    "separate": "separation", "tune_allocator": "process",
+    "separate": "separation", "trim_heap": "process", "tune_process": "process",
 }
 
 __all__ = sorted(_HOMES)

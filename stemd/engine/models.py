@@ -14,7 +14,7 @@ import torch
 
 from ..errors import InvalidOption, ModelUnavailable
 from . import hub
-from .process import tune_allocator
+from .process import tune_process
 from .layout import BagSpec, member_file, read_bag, safetensors_sources
 from .trust import check_pickle_trusted
 from .types import ModelSource
@@ -86,7 +86,7 @@ def _info_from_spec(spec: BagSpec, where: str) -> ModelInfo:
 def load_model(name: str, source: ModelSource, device: str = "cpu") -> "LoadedModel":
     """Load ``name`` (repo folder, else HF cache or hub) onto ``device``."""
     _check_device(device)
-    tune_allocator()
+    tune_process()
     info = resolve_model(name, source)
     if info.where == "repo" and info.available:
         model = _load_from_repo(read_bag(info.path, name), source)  # type: ignore[arg-type]

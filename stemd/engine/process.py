@@ -1,10 +1,15 @@
 """Process-wide tuning for a worker that runs separations.
 
-glibc raises its mmap threshold each time a large block is freed, after which the
-model's large, short-lived activations come from the heap and fragment it: the
-worker's RSS then creeps up job after job. Pinning the threshold makes every large
-block an mmap returned to the system when freed (measured: peak RSS of a full-size
-htdemucs worker 1.27 GB -> 0.90 GB on a 30 s track).
+Two settings, both measured on the full-size htdemucs on 2 cores (docs/benchmarks.md):
+
+* Self-attention goes through torch's scaled-dot-product attention instead of the
+  "native MHA fast path", which materialises the whole attention matrix (the freq
+  branch has thousands of tokens): 3.67 s -> 3.19 s per 7.8 s segment, output equal
+  to 143 dB SDR.
+* glibc's malloc is left to its dynamic mmap threshold, which is the fastest (pinning
+  the threshold low made every large activation a fresh mmap: 2.8 s -> 5.4 s per
+  segment). Instead, ``trim_heap`` hands freed memory back to the system after each job,
+  so a long-lived worker does not keep a high-water mark.
 """
 from __future__ import annotations
 
@@ -12,22 +17,35 @@ import ctypes
 import ctypes.util
 import logging
 import sys
+from typing import Optional
 
 log = logging.getLogger(__name__)
 
-M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 1 << 16
-_done = False
+_libc: Optional[ctypes.CDLL] = None
+_tuned = False
 
 
-def tune_allocator() -> bool:
-    """Pin glibc's mmap threshold (once per process); False where there is no glibc."""
-    global _done
-    if _done or not sys.platform.startswith("linux"):
-        return _done
+def tune_process() -> None:
+    """Settings for a process that runs separations (once per process)."""
+    global _tuned
+    if _tuned:
+        return
+    import torch
+    mha = getattr(torch.backends, "mha", None)
+    if mha is not None and hasattr(mha, "set_fastpath_enabled"):
+        mha.set_fastpath_enabled(False)
+    _tuned = True
+
+
+def trim_heap() -> bool:
+    """Return freed heap memory to the system (glibc ``malloc_trim``); False elsewhere."""
+    global _libc
+    if not sys.platform.startswith("linux"):
+        return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        _done = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+        if _libc is None:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(_libc.malloc_trim(0))
     except (OSError, AttributeError) as exc:
-        log.debug("mallopt unavailable: %s", exc)
-    return _done
+        log.debug("malloc_trim unavailable: %s", exc)
+        return False
