@@ -143,6 +143,7 @@ class Daemon:
     def _watch_loop(self) -> None:
         while not self._stop.is_set():
             try:
+                self._prewarm_if_settling()
                 for candidate in self.watcher.loop(time.monotonic()):
                     self.intake.offer(Arrival(candidate.path, candidate.profile,
                                               candidate.inbox.path, size=candidate.size,
@@ -150,6 +151,16 @@ class Daemon:
             except Exception:
                 log.exception("watcher step failed; continuing")
             self._stop.wait(0.5)
+
+    def _prewarm_if_settling(self) -> None:
+        """Files are settling in an inbox: have a worker load their model meanwhile."""
+        settling = [s for s in self.watcher.status() if s.get("pending")]
+        if not settling or self.store.counts()["queued"]:
+            return
+        inbox = next((i for i in self.config.inbox if str(i.path) == str(settling[0]["path"])),
+                     self.config.inbox[0])
+        profile = self.config.profiles[inbox.profile]
+        self.commands.put(lambda: self.dispatcher.prewarm(profile.model, profile.device))
 
     def _dispatch_loop(self) -> None:
         while not self._stop.is_set():

@@ -187,6 +187,18 @@ class Dispatcher:
             hint = "stemd retries it; if it repeats, check the model and the input."
         self._attempt_failed(slot, "timeout", message, hint, permanent=False)
 
+    def prewarm(self, model: str, device: str) -> None:
+        """A file is settling: start an idle slot's worker and load the model ahead of the job."""
+        free = [s for s in self.slots if s.running is None]
+        wanted = {"gpu": [s for s in free if s.kind == "gpu"], "cpu": [s for s in free if s.kind == "cpu"]}
+        order = wanted.get(device) or (wanted["gpu"] + wanted["cpu"])
+        slot = order[0] if order else None
+        if slot is None or (slot.alive() and slot.extra.get("preloaded") == model):
+            return
+        slot.ensure_started()
+        slot.extra["preloaded"] = model
+        slot.send(("preload", model))
+
     def cancel(self, job_id: int) -> bool:
         for slot in self._all_slots():
             if slot.running and slot.running.job_id == job_id:

@@ -69,6 +69,7 @@ class Slot:
         self.process, self.conn = process, parent
         self.jobs_done = 0
         self.model_loaded = False
+        self.extra.pop("preloaded", None)
         log.info("slot %s: worker started (pid %s, device %s, %s threads)", self.name,
                  process.pid, self.device, self.spec.threads or "default")
 

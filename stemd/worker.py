@@ -85,6 +85,8 @@ class Worker:
                 return
             if message[0] == "unload":
                 self._unload()
+            elif message[0] == "preload":
+                self._preload(message[1])
             elif message[0] == "task":
                 self._run(message[1])
                 self.last_job = time.monotonic()
@@ -132,6 +134,14 @@ class Worker:
         self.model = engine.load_model(name, self.spec.source, self.spec.device)
         self.model_name = name
         return self.model
+
+    def _preload(self, name: str) -> None:
+        """Load a model before its job arrives (a file is settling in an inbox)."""
+        try:
+            self._model_for(name)
+        except StemdError as exc:
+            log.info("could not preload model %s: %s", name, exc)
+        self.last_job = time.monotonic()
 
     def _maybe_unload(self) -> None:
         idle = time.monotonic() - self.last_job

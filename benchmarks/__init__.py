@@ -1,0 +1,1 @@
+"""Benchmarks of stemd's separation engine against the demucs CLI (see docs/benchmarks.md)."""

@@ -1,0 +1,108 @@
+"""Render benchmark results as Markdown (printed and written to docs/benchmarks.md)."""
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+GB = 1e9
+
+
+def write_report(path: Path, machine: dict[str, str], rows: list[dict[str, Any]],
+                 batch: list[dict[str, Any]], precision: list[dict[str, Any]],
+                 args: dict[str, Any]) -> str:
+    parts = [_machine(machine, args), _lengths(rows), _batch(batch), _precision(precision)]
+    text = "\n".join(p for p in parts if p)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    marker = "<!-- results -->"
+    old = path.read_text() if path.exists() else ""
+    head = old.split(marker)[0] if marker in old else old
+    path.write_text(head + marker + "\n" + text)
+    return text
+
+
+def _machine(machine: dict[str, str], args: dict[str, Any]) -> str:
+    lines = [f"## Results ({time.strftime('%Y-%m-%d')}, device {args['device']}"
+             f"{', quick mode' if args['quick'] else ''})", "", "Machine:", ""]
+    lines += [f"- {key}: {value}" for key, value in machine.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _lengths(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    lines = ["### One track per process, by length", "",
+             "| track | stemd s/min audio | CLI s/min audio | stemd / CLI wall | "
+             "stemd peak RSS | CLI peak RSS | stemd peak VRAM |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['seconds']:g} s | {r['stemd_s_per_min']:.1f} | "
+                     f"{_opt(r, 'cli_s_per_min', '{:.1f}')} | {_opt(r, 'ratio', '{:.2f}x')} | "
+                     f"{r['stemd_rss'] / GB:.2f} GB | {_opt(r, 'cli_rss', '{:.2f} GB', GB)} | "
+                     f"{_vram(r)} |")
+    ratios = [r["ratio"] for r in rows if "ratio" in r]
+    if ratios:
+        lines += ["", f"Median stemd / CLI wall-time ratio: {statistics.median(ratios):.2f}x."]
+    lines += _flatness(rows)
+    return "\n".join(lines) + "\n"
+
+
+def _flatness(rows: list[dict[str, Any]]) -> list[str]:
+    if len(rows) < 2:
+        return []
+    short, long = min(rows, key=lambda r: r["seconds"]), max(rows, key=lambda r: r["seconds"])
+    growth = long["stemd_rss"] / short["stemd_rss"] - 1
+    return ["", f"stemd peak RSS from {short['seconds']:g} s to {long['seconds']:g} s: "
+            f"{short['stemd_rss'] / GB:.2f} GB -> {long['stemd_rss'] / GB:.2f} GB "
+            f"({growth * 100:+.1f} %)."]
+
+
+def _opt(row: dict[str, Any], key: str, fmt: str, scale: float = 1.0) -> str:
+    return fmt.format(row[key] / scale) if key in row else "-"
+
+
+def _vram(row: dict[str, Any]) -> str:
+    return f"{row['stemd_vram'] / GB:.2f} GB" if row.get("stemd_vram") else "-"
+
+
+def _batch(batch: list[dict[str, Any]]) -> str:
+    if not batch:
+        return ""
+    cli_walls = [b["wall"] for b in batch if b["layout"] == "demucs CLI"]
+    cli = statistics.median(cli_walls) if cli_walls else None
+    lines = ["### Several tracks (one demucs CLI call vs stemd)", "",
+             "Each row is one run; CLI and daemon runs alternate round by round. "
+             "\"vs CLI\" divides by the median CLI wall time.", "",
+             "| run | round | wall | vs CLI | peak RSS (largest process) |", "|---|---|---|---|---|"]
+    for b in batch:
+        ratio = f"{b['wall'] / cli:.2f}x" if cli else "-"
+        lines.append(f"| {b['layout']} | {b.get('round', '-')} | {b['wall']:.1f} s | {ratio} | "
+                     f"{b['rss'] / GB:.2f} GB |")
+    lines += _daemon_summary(batch, cli_walls)
+    return "\n".join(lines) + "\n"
+
+
+def _daemon_summary(batch: list[dict[str, Any]], cli_walls: list[float]) -> list[str]:
+    daemon = [b for b in batch if b["layout"].startswith("stemd daemon")]
+    if not daemon or not cli_walls:
+        return []
+    walls = [b["wall"] for b in daemon]
+    rounds = {b["round"]: b["wall"] for b in daemon}
+    per_round = [rounds[b["round"]] / b["wall"] for b in batch
+                 if b["layout"] == "demucs CLI" and b.get("round") in rounds]
+    return ["", f"Daemon vs CLI: median wall {statistics.median(walls):.1f} s vs "
+            f"{statistics.median(cli_walls):.1f} s = "
+            f"{statistics.median(walls) / statistics.median(cli_walls):.2f}x; "
+            f"per-round ratios {', '.join(f'{r:.2f}x' for r in per_round)} "
+            f"(median {statistics.median(per_round):.2f}x)."]
+
+
+def _precision(precision: list[dict[str, Any]]) -> str:
+    if not precision:
+        return ""
+    lines = ["### Precision (60 s track, SDR of the stems against fp32 without TF32)", "",
+             "| mode | wall | median SDR vs fp32 |", "|---|---|---|"]
+    for p in precision:
+        lines.append(f"| {p['mode']} | {p['wall']:.1f} s | {p['sdr']:.1f} dB |")
+    return "\n".join(lines) + "\n"

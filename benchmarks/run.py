@@ -1,0 +1,211 @@
+"""Benchmark stemd's engine against the demucs CLI on the same files and model.
+
+``python -m benchmarks.run`` builds the full-size htdemucs architecture with random
+weights, synthesizes tracks, runs both, prints the table and writes
+``docs/benchmarks.md``. ``--quick`` uses a tiny model and short tracks (a minute).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .machine import describe
+from .measure import Measured, measure, measure_parallel
+from .report import write_report
+from .tracks import write_track
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "bench"
+
+
+@dataclass
+class Setup:
+    args: argparse.Namespace
+    folder: Path
+    repo: Path
+    threads: int
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    batch: list[dict[str, Any]] = field(default_factory=list)
+    precision: list[dict[str, Any]] = field(default_factory=list)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    args = _parser().parse_args(argv)
+    setup = _prepare(args)
+    for seconds in args.lengths:
+        _length_row(setup, seconds)
+    if args.batch_tracks:
+        _batch_rows(setup)
+    if args.device.startswith("cuda"):
+        _precision_rows(setup)
+    text = write_report(setup.args.report, describe(args.device), setup.rows, setup.batch,
+                        setup.precision, vars(args))
+    print(text)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--lengths", type=_floats, default=[30, 60, 300, 600],
+                        help="track lengths in seconds, comma-separated")
+    parser.add_argument("--batch-tracks", type=int, default=3,
+                        help="how many 60 s tracks in the many-files run (0: skip)")
+    parser.add_argument("--batch-seconds", type=float, default=60.0)
+    parser.add_argument("--layouts", default="",
+                        help="processes x threads to try on the many-files run, e.g. 1x2,2x1 "
+                             "(default: 1xN and Nx1 for N cores)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help="tiny model, short tracks")
+    parser.add_argument("--no-cli", action="store_true", help="skip the demucs CLI")
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="rounds of CLI and daemon on the several-tracks run")
+    parser.add_argument("--no-daemon", action="store_true",
+                        help="skip the run through a real stemd daemon")
+    parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out")
+    parser.add_argument("--report", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    return parser
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x]
+
+
+def _prepare(args: argparse.Namespace) -> Setup:
+    if args.quick:
+        args.lengths, args.batch_seconds = [5.0, 20.0], 10.0
+        args.report = args.work / "benchmarks-quick.md"
+    folder = args.work
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    sys.path.insert(0, str(ROOT / "tests"))
+    import modelkit
+    repo = folder / "models"
+    modelkit.make_repo(repo, MODEL, full_size=not args.quick)
+    os.chmod(repo, 0o755)
+    return Setup(args, folder, repo, os.cpu_count() or 1)
+
+
+def _engine_cmd(setup: Setup, files: list[Path], threads: int, out: Path,
+                extra: tuple[str, ...] = ()) -> list[str]:
+    return [sys.executable, "-m", "benchmarks.worker", "--repo", str(setup.repo),
+            "--model", MODEL, "--out", str(out), "--threads", str(threads),
+            "--device", setup.args.device, *extra, *map(str, files)]
+
+
+def _cli_cmd(setup: Setup, files: list[Path], out: Path) -> list[str]:
+    return [sys.executable, "-m", "demucs.separate", "-n", MODEL, "--repo", str(setup.repo),
+            "-o", str(out), "-d", setup.args.device, *map(str, files)]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _length_row(setup: Setup, seconds: float) -> None:
+    track = write_track(setup.folder / f"track-{seconds:g}s.wav", seconds, seed=int(seconds))
+    engine = _checked(measure(_engine_cmd(setup, [track], setup.threads,
+                                          setup.folder / "stemd"), _env()), "stemd")
+    cli = None if setup.args.no_cli else _checked(
+        measure(_cli_cmd(setup, [track], setup.folder / "cli"), _env()), "demucs")
+    row = _row(seconds, engine, cli)
+    setup.rows.append(row)
+    print(json.dumps(row), flush=True)
+
+
+def _row(seconds: float, engine: Measured, cli: Optional[Measured]) -> dict[str, Any]:
+    done = [json.loads(line) for line in engine.stdout.splitlines()
+            if '"done"' in line]
+    per_minute = 60.0 / seconds
+    row = {"seconds": seconds, "stemd_wall": engine.wall, "stemd_rss": engine.peak_rss,
+           "stemd_separate": sum(d["timings"]["total"] for d in done),
+           "stemd_vram": max((d["vram"] for d in done), default=0),
+           "stemd_s_per_min": engine.wall * per_minute}
+    if cli is not None:
+        row.update(cli_wall=cli.wall, cli_rss=cli.peak_rss, cli_s_per_min=cli.wall * per_minute,
+                   ratio=engine.wall / cli.wall)
+    return row
+
+
+def _checked(result: Measured, what: str) -> Measured:
+    if result.returncode != 0:
+        raise SystemExit(f"{what} failed with exit status {result.returncode}")
+    return result
+
+
+def _batch_tracks(setup: Setup) -> list[Path]:
+    return [write_track(setup.folder / f"batch-{i}.wav", setup.args.batch_seconds, seed=100 + i)
+            for i in range(setup.args.batch_tracks)]
+
+
+def _batch_rows(setup: Setup) -> None:
+    """CLI and daemon alternate for ``--repeat`` rounds (the machine's speed drifts)."""
+    files = _batch_tracks(setup)
+    for round_ in range(setup.args.repeat):
+        if not setup.args.no_cli:
+            cli = _checked(measure(_cli_cmd(setup, files, setup.folder / "cli-batch"), _env()),
+                           "demucs")
+            _add_batch(setup, {"layout": "demucs CLI", "wall": cli.wall, "rss": cli.peak_rss,
+                               "round": round_})
+        if not setup.args.no_daemon:
+            from .daemon import run_daemon
+            row = run_daemon(setup.folder / "daemon", setup.repo, files, setup.args.device, _env())
+            _add_batch(setup, {**row, "round": round_})
+    for procs, threads in _layouts(setup):
+        _add_batch(setup, _batch_layout(setup, files, procs, threads))
+
+
+def _add_batch(setup: Setup, row: dict[str, Any]) -> None:
+    setup.batch.append(row)
+    print(json.dumps(row), flush=True)
+
+
+def _layouts(setup: Setup) -> list[tuple[int, int]]:
+    if setup.args.layouts:
+        return [tuple(int(x) for x in item.split("x")) for item in setup.args.layouts.split(",")]
+    cores = setup.threads
+    return [(1, cores)] + ([(cores, 1)] if cores > 1 else [])
+
+
+def _batch_layout(setup: Setup, files: list[Path], procs: int, threads: int) -> dict[str, Any]:
+    shares = [files[i::procs] for i in range(procs)]
+    cmds = [_engine_cmd(setup, share, threads, setup.folder / f"stemd-{procs}x{threads}")
+            for share in shares if share]
+    wall, results = measure_parallel(cmds, _env())
+    if any(r.returncode for r in results):
+        raise SystemExit(f"stemd {procs}x{threads} failed")
+    return {"layout": f"stemd {procs} process(es) x {threads} thread(s)", "wall": wall,
+            "rss": max(r.peak_rss for r in results)}
+
+
+def _precision_rows(setup: Setup) -> None:
+    track = write_track(setup.folder / "precision.wav", 60.0, seed=7)
+    stems: dict[str, Path] = {}
+    for name, extra in [("fp32 (TF32 off)", ("--no-tf32",)), ("fp32 + TF32", ()),
+                        ("bf16", ("--precision", "bf16")), ("fp16", ("--precision", "fp16"))]:
+        out = setup.folder / f"prec-{len(stems)}"
+        result = _checked(measure(_engine_cmd(setup, [track], setup.threads, out,
+                                              ("--float32", *extra)), _env()), name)
+        stems[name] = out / track.stem
+        setup.precision.append({"mode": name, "wall": result.wall})
+    reference = stems["fp32 (TF32 off)"]
+    for row in setup.precision:
+        row["sdr"] = _median_sdr(reference, stems[row["mode"]])
+
+
+def _median_sdr(reference: Path, estimate: Path) -> float:
+    from tests.engine.audio import read_wav, sdr
+    values = [sdr(read_wav(ref), read_wav(estimate / ref.name))
+              for ref in sorted(reference.glob("*.wav"))]
+    return statistics.median(values)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""A stemd worker for benchmarks: load the model once, separate files, print JSON lines.
+
+``python -m benchmarks.worker --repo R --model M [--threads N] [--device D] FILE...``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from stemd.engine import load_model, separate
+    from stemd.engine.types import ModelSource, OutputFormat, SeparationOptions
+    began = time.perf_counter()
+    model = load_model(args.model, ModelSource(repo=args.repo, offline=True), args.device)
+    print(json.dumps({"event": "loaded", "seconds": time.perf_counter() - began}), flush=True)
+    fmt = OutputFormat(wav_depth="float32") if args.float32 else OutputFormat()
+    opts = SeparationOptions(model=args.model, precision=args.precision,
+                             batch_size=args.batch_size, format=fmt, tf32=not args.no_tf32)
+    for path in args.files:
+        out = args.out / path.stem
+        if args.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        result = separate(model, path, opts, out, lambda s: f"{s}.wav", lambda f: None,
+                          args.out / f".work-{path.stem}")
+        vram = (torch.cuda.max_memory_allocated() if args.device.startswith("cuda") else 0)
+        print(json.dumps({"event": "done", "file": str(path), "timings": result.timings,
+                          "frames": result.frames, "vram": vram}), flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument("--repo", type=Path, required=True)
+    parser.add_argument("--model", default="bench")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--no-tf32", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=0)
+    parser.add_argument("--float32", action="store_true")
+    return parser
+
+
+if __name__ == "__main__":
+    main()
