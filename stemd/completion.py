@@ -106,8 +106,8 @@ def serve_from_cache(store: Store, settings: PublishSettings, job: Job, boot: st
 def handle_input(store: Store, settings: PublishSettings, job: Job) -> None:
     path = Path(job.input)
     inbox = Path(job.inbox) if job.inbox else None
-    if job.source == "submit" and settings.after_success == "archive":
-        return  # a file named on the command line is the user's own: never moved
+    if job.source == "submit":
+        return  # a file named on `stemd submit` is the user's own: never moved or deleted
     try:
         new_path = after_success(path, settings.after_success, settings.archive_dir, inbox)  # type: ignore[arg-type]
     except OSError as exc:

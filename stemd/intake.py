@@ -196,6 +196,8 @@ class Intake:
             inbox=str(arrival.inbox) if arrival.inbox else None, source=arrival.source,
             state=State.FAILED, error=f"{exc.message} {exc.hint}".strip(),
             history=[{"attempt": 0, "kind": exc.kind, "reason": exc.message}]))
+        if arrival.source == "submit":
+            return job_id   # the user's own file stays where it is; `stemd jobs` says why
         moved = move_to_failed(arrival.path, self.settings.failed_dir, arrival.inbox,
                                exc.message, exc.hint, job_id)
         if moved is not None:

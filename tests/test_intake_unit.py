@@ -82,3 +82,12 @@ def test_unknown_profile_is_a_clear_failure(intake: Intake, tmp_path: Path) -> N
     path = make_track(tmp_path / "inbox" / "a.wav", 1.0)
     job = intake.store.get(intake.process(Arrival(path, "nope")))
     assert job.state == State.FAILED and "nope" in job.error
+
+
+def test_a_submitted_bad_file_stays_where_it_is(intake: Intake, tmp_path: Path) -> None:
+    path = tmp_path / "mine" / "notes.mp3"
+    path.parent.mkdir()
+    path.write_text("not audio")
+    job = intake.store.get(intake.process(Arrival(path, "default", source="submit")))
+    assert job.state == State.FAILED and path.exists()
+    assert not (tmp_path / "failed").exists()

@@ -200,7 +200,8 @@ def test_cancel_running_and_retry_failed(make_daemon, tmp_path):
 
 def test_priorities_order_the_queue(make_daemon, tmp_path):
     os.environ["STEMD_TEST_SLOW"] = "1.0"
-    daemon = make_daemon(profiles={"default": {"model": "tiny"}, "slow": {"model": "slow"}})
+    daemon = make_daemon(profiles={"default": {"model": "tiny"}, "slow": {"model": "slow"}},
+                         intake={"settle_seconds": 0.5, "after_success": "delete"})
     songs = tmp_path / "songs"
     for name in ("blocker", "low", "high", "mid"):
         make_track(songs / f"{name}.wav", 1.0, seed=len(name))
@@ -212,4 +213,5 @@ def test_priorities_order_the_queue(make_daemon, tmp_path):
     done = daemon.wait_jobs(4, ("done",), timeout=120)
     order = [Path(j["input"]).stem for j in sorted(done, key=lambda j: j["started_at"])]
     assert order == ["blocker", "high", "mid", "low"]
-    assert all((songs / f"{n}.wav").exists() for n in ("low", "high", "mid"))   # submitted files stay
+    # submitted files are the user's own: kept even with after_success = "delete"
+    assert all((songs / f"{n}.wav").exists() for n in ("blocker", "low", "high", "mid"))
