@@ -18,7 +18,6 @@ PRIOR_SPEED = {"cpu": 1.5, "gpu": 0.1, "mps": 0.5}   # wall seconds per audio se
 class Budget:
     reserve: int           # bytes kept free for the rest of the machine
     cap: int               # bytes stemd's jobs may use together; 0 = no cap
-    prior: int             # estimate before any job of a model was measured
     floor: int = 0         # below this much available memory nothing starts
 
 

@@ -12,9 +12,10 @@ from typing import Any, Optional
 
 from . import __version__
 from .engine.types import SeparationResult
-from .inputs import after_success
+from .inputs import after_success, move_to_failed
 from .naming import track_dir, track_name
-from .publish import Published, cache_restore, cache_store, flush_tree, publish, write_manifest
+from .publish import (Published, cache_restore, cache_store, flush_tree, publish, read_manifest,
+                      write_manifest)
 from .store import Job, Store
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def rel_track_dir(template: str, job: Job) -> str:
                      profile=job.profile)
 
 
-def build_manifest(job: Job, result: SeparationResult, rel_dir: str, wall: float,
+def build_manifest(job: Job, result: SeparationResult, wall: float,
                    template: str) -> dict[str, Any]:
     stems = {name: Path(path).name for name, path in result.stems.items()}
     return {
@@ -90,7 +91,6 @@ def serve_from_cache(store: Store, settings: PublishSettings, job: Job, boot: st
     staged_track = staged / rel_dir
     if not cache_restore(entry, staged_track):
         return None
-    from .publish import read_manifest
     manifest = read_manifest(staged_track) or {}
     manifest.update({"job_id": job.id, "cached": True, "cached_from": manifest.get("job_id"),
                      "input": {**manifest.get("input", {}), "name": job.input_name,
@@ -116,6 +116,17 @@ def handle_input(store: Store, settings: PublishSettings, job: Job) -> None:
         return
     if new_path is not None and new_path != path:
         store.update_input(job.id, str(new_path))
+
+
+def park_failed_input(store: Store, failed_dir: Path, job: Job, message: str, hint: str) -> None:
+    """Move a failed job's input to the failed folder with its note; files named on
+    ``stemd submit`` are the user's own and stay where they are."""
+    if job.source == "submit":
+        return
+    moved = move_to_failed(Path(job.input), failed_dir, Path(job.inbox) if job.inbox else None,
+                           message, hint, job.id)
+    if moved is not None:
+        store.update_input(job.id, str(moved))
 
 
 def _keep_in_cache(track: Path, entry: Path, job_id: int) -> None:

@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from . import __version__
-from .completion import handle_input
+from .completion import handle_input, park_failed_input
 from .config import Config, load_config
-from .devices import SlotPlan, plan_slots
+from .devices import SlotPlan, detect_accelerators, plan_slots
 from .dispatcher import DispatchSettings, Dispatcher
 from .errors import StemdError
-from .inputs import move_to_failed
 from .intake import Arrival, Intake, IntakeSettings
 from .publish import find_published
 from .store import State, Store
@@ -53,7 +52,7 @@ def inbox_specs(config: Config) -> list[InboxSpec]:
 
 def _extensions(extra: list[str]) -> frozenset[str]:
     from .watch import DEFAULT_EXTENSIONS
-    return frozenset(DEFAULT_EXTENSIONS) | {e.lower().lstrip(".") for e in extra}
+    return DEFAULT_EXTENSIONS | frozenset(extra)      # InboxSpec normalises case and dots
 
 
 def intake_settings(config: Config) -> IntakeSettings:
@@ -75,7 +74,8 @@ class Daemon:
         self.started = time.time()
         make_folders(config)
         self.store = Store(config.db_path)
-        self.plan = plan or plan_slots(config.workers)
+        self._accel: Optional[dict[str, object]] = None
+        self.plan = plan or self._plan(config)
         self.commands: "queue.Queue[Callable[[], None]]" = queue.Queue()
         self._stop = threading.Event()
         self._signals: list[int] = []
@@ -109,13 +109,10 @@ class Daemon:
                 self.config.workers.max_attempts, 0.0)
             log.warning("job %s: was running when stemd stopped -> %s", job.id,
                         state.value if state else "unchanged")
-            if state == State.FAILED and job.source != "submit":
-                moved = move_to_failed(Path(job.input), settings.publish.failed_dir,
-                                       Path(job.inbox) if job.inbox else None,
-                                       "stemd stopped while separating this file too many times.",
-                                       "Check the log; the file may crash the separation.", job.id)
-                if moved:
-                    self.store.update_input(job.id, str(moved))
+            if state == State.FAILED:
+                park_failed_input(self.store, settings.publish.failed_dir, job,
+                                  "stemd stopped while separating this file too many times.",
+                                  "Check the log; the file may crash the separation.")
         for folder in (settings.publish.staging_dir, settings.publish.work_dir):
             _empty_folder(folder)
 
@@ -129,6 +126,12 @@ class Daemon:
         self._start_notifier()
         log.info("stemd %s running: %d inbox(es), outbox %s, slots: %s", __version__,
                  len(self.config.inbox), self.config.outbox.path, self._slot_summary())
+
+    def _plan(self, config: Config) -> SlotPlan:
+        """Slots for ``config``; GPUs are counted once (a subprocess importing torch)."""
+        if config.workers.gpu != 0 and self._accel is None:
+            self._accel = detect_accelerators()
+        return plan_slots(config.workers, self._accel or {})
 
     def _slot_summary(self) -> str:
         gpus = ", ".join(self.plan.gpus) or "no GPU"
@@ -254,19 +257,18 @@ class Daemon:
             return "a busy worker process is gone"
         return ""
 
-    def status_line(self) -> str:
-        counts = self.store.counts()
+    def status_line(self, snapshot: Optional[dict[str, Any]] = None) -> str:
         from .sdnotify import format_status
-        running = [f"job {s['job']} {s['progress'] or 0:.0f}%" for s in
-                   self.dispatcher.snapshot()["slots"] if s["job"]]
-        note = f"paused: {self.dispatcher.paused_reason}" if self.dispatcher.paused_reason else ""
-        return format_status(counts["queued"], running, note)
+        snapshot = snapshot or self.dispatcher.snapshot()
+        running = [f"job {s['job']} {s['progress'] or 0:.0f}%" for s in snapshot["slots"] if s["job"]]
+        note = f"paused: {snapshot['paused']}" if snapshot["paused"] else ""
+        return format_status(self.store.counts()["queued"], running, note)
 
-    def write_status(self) -> None:
+    def write_status(self, snapshot: Optional[dict[str, Any]] = None) -> None:
         data = {"version": __version__, "pid": os.getpid(), "boot": self.boot,
                 "started": self.started, "updated": time.time(),
                 "config": str(self.config.source) if self.config.source else None,
-                "dispatcher": self.dispatcher.snapshot(), "watcher": self.watcher.status(),
+                "dispatcher": snapshot or self.dispatcher.snapshot(), "watcher": self.watcher.status(),
                 "intake_pending": self.intake.pending(), "healthy": self.healthy(),
                 "shutting_down": self._stop_requested()}
         path = self.config.state_dir / STATUS_FILE
@@ -307,9 +309,9 @@ class Daemon:
 
     def _report(self) -> None:
         try:
-            self.write_status()
-            if self.notifier is not None:
-                self.notifier.status(self.status_line())
+            snapshot = self.dispatcher.snapshot()       # psutil reads: once per report
+            self.write_status(snapshot)
+            self.notifier.status(self.status_line(snapshot))
         except Exception:
             log.exception("could not write the status")
 
@@ -351,7 +353,7 @@ class Daemon:
                 self.notifier.ready(self.status_line())
             return
         self.config = new
-        self.plan = plan_slots(new.workers)
+        self.plan = self._plan(new)
         self.intake.reconfigure(intake_settings(new), dict(new.profiles))
         self.watcher.stop()
         self.watcher = Watcher(inbox_specs(new))

@@ -10,21 +10,19 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_connections
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import psutil
 
 from . import admission
 from .admission import Budget
-from .completion import (PublishSettings, build_manifest, finish_job, rel_track_dir,
-                         remove_attempt_dirs, serve_from_cache, stage_dir, work_dir)
+from .completion import (PublishSettings, build_manifest, finish_job, park_failed_input,
+                         rel_track_dir, remove_attempt_dirs, serve_from_cache, stage_dir,
+                         work_dir)
 from .config import Config, WorkersConfig
 from .engine.types import ModelSource, OutputFormat, SeparationOptions, SeparationResult
-from .errors import StemdError
-from .inputs import move_to_failed
 from .naming import track_name
 from .slots import Running, Slot, describe_exit
 from .store import Job, State, Store
@@ -107,9 +105,8 @@ class Dispatcher:
 
     # -- the step ------------------------------------------------------------------------
     def loop(self, now: Optional[float] = None, timeout: float = 0.0) -> None:
-        now = time.time() if now is None else now
         self._read_messages(timeout)
-        now = time.time() if timeout else now
+        now = time.time() if now is None else now
         for slot in self._all_slots():
             self._watch(slot, now)
         self._retire_idle()
@@ -138,12 +135,9 @@ class Dispatcher:
         kind = message[0]
         if kind == "ready":
             slot.free_vram = message[2]
-        elif kind == "unloaded":
-            slot.model_loaded = False
         elif kind == "progress" and slot.running and slot.running.job_id == message[1]:
             slot.running.progress = message[2]
             slot.running.last_progress = time.time()
-            slot.model_loaded = True
             self.store.heartbeat(message[1], self.boot, message[2], time.time())
         elif kind == "done" and slot.running and slot.running.job_id == message[1]:
             self._on_done(slot, message[2], message[3])
@@ -236,7 +230,7 @@ class Dispatcher:
         template = self.settings.templates.get(job.profile, "{track}/{stem}.{ext}")
         rel_dir = rel_track_dir(template, job)
         staged_track = stage_dir(self.settings.publish, job.id, run.attempt) / rel_dir
-        manifest = build_manifest(job, result, rel_dir, wall, template)
+        manifest = build_manifest(job, result, wall, template)
         try:
             published = finish_job(self.store, self.settings.publish, job, self.boot,
                                    staged_track, rel_dir, manifest, cached=False)
@@ -289,13 +283,8 @@ class Dispatcher:
 
     def _move_failed_input(self, job_id: int, message: str, hint: str) -> None:
         job = self.store.get(job_id)
-        if job is None or job.source == "submit":
-            return
-        inbox = Path(job.inbox) if job.inbox else None
-        moved = move_to_failed(Path(job.input), self.settings.publish.failed_dir, inbox,
-                               message, hint, job_id)
-        if moved is not None:
-            self.store.update_input(job_id, str(moved))
+        if job is not None:
+            park_failed_input(self.store, self.settings.publish.failed_dir, job, message, hint)
 
     def _clear(self, slot: Slot) -> None:
         run = slot.running
@@ -389,8 +378,7 @@ class Dispatcher:
         measured = self.store.measurements(job.options.get("model", ""), slot.kind)
         estimate = admission.estimate_peak(measured, job.duration or 0.0, workers.memory_estimate)
         committed = sum(s.running.estimate for s in self._all_slots() if s.running)
-        budget = Budget(workers.memory_reserve, workers.memory_budget, workers.memory_estimate,
-                        workers.memory_floor)
+        budget = Budget(workers.memory_reserve, workers.memory_budget, workers.memory_floor)
         verdict = admission.admit(estimate, committed, budget)
         if verdict.ok and slot.kind == "gpu":
             verdict = admission.admit_vram(estimate, slot.free_vram)
@@ -433,7 +421,7 @@ class Dispatcher:
         fmt = OutputFormat(**options.get("format", {}))
         fields = {k: v for k, v in options.items()
                   if k in SeparationOptions.__dataclass_fields__ and k != "format"}
-        separation = replace(SeparationOptions(**fields), format=fmt)
+        separation = SeparationOptions(**fields, format=fmt)
         publish = self.settings.publish
         return Task(job_id=job.id, attempt=attempt, input=job.input, options=separation,
                     stage_dir=str(stage_dir(publish, job.id, attempt)),

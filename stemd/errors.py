@@ -67,18 +67,6 @@ class DiskFull(StemdError):
     kind = "disk"
 
 
-class JobTimeout(StemdError):
-    """A job ran past its deadline or stopped reporting progress."""
-
-    kind = "timeout"
-
-
-class WorkerCrashed(StemdError):
-    """The worker process died while running a job."""
-
-    kind = "crash"
-
-
 class StoreError(StemdError):
     """The job database cannot be opened or is of an unknown version."""
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -84,10 +83,3 @@ def _error_text(path: Path, reason: str, hint: str, job_id: Optional[int]) -> st
     if job_id is not None:
         lines.append(f"Job: {job_id} (stemd retry {job_id} tries again once fixed)")
     return "\n".join(lines) + "\n"
-
-
-def file_is_same(path: Path, size: Optional[int]) -> bool:
-    try:
-        return size is None or os.stat(path).st_size == size
-    except OSError:
-        return False

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import queue
-import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any, Callable, Optional
 from .config import ProfileConfig
 from .engine.types import AudioInfo
 from .errors import InputError, StemdError
-from .inputs import move_to_failed
+from .completion import park_failed_input
 from .store import NewJob, State, Store
 from .units import format_duration
 
@@ -158,8 +157,7 @@ class Intake:
         return job_id
 
     def _inspect(self, path: Path) -> tuple[str, AudioInfo, int]:
-        size = _check_file(path, self.settings.max_file_bytes)
-        _check_wav_complete(path, size)
+        size = _size_within_limit(path, self.settings.max_file_bytes)
         info = self.probe(path)
         if info.duration < self.settings.min_duration:
             raise InputError(
@@ -183,10 +181,10 @@ class Intake:
         if active is not None and active.input == str(path):
             log.info("job %s: %s is already queued; not adding it again", active.id, path.name)
             return True
-        for job in self.store.jobs(State.DONE, limit=200):
-            if job.input == str(path) and job.sha256 == sha:
-                log.debug("%s was already separated by job %s and kept; skipping", path, job.id)
-                return True
+        done = self.store.done_with_input(str(path), sha)
+        if done is not None:
+            log.debug("%s was already separated by job %s and kept; skipping", path, done)
+            return True
         return False
 
     def _reject(self, arrival: Arrival, exc: StemdError, options: Optional[dict[str, Any]]) -> Optional[int]:
@@ -196,56 +194,20 @@ class Intake:
             inbox=str(arrival.inbox) if arrival.inbox else None, source=arrival.source,
             state=State.FAILED, error=f"{exc.message} {exc.hint}".strip(),
             history=[{"attempt": 0, "kind": exc.kind, "reason": exc.message}]))
-        if arrival.source == "submit":
-            return job_id   # the user's own file stays where it is; `stemd jobs` says why
-        moved = move_to_failed(arrival.path, self.settings.failed_dir, arrival.inbox,
-                               exc.message, exc.hint, job_id)
-        if moved is not None:
-            self.store.update_input(job_id, str(moved))
+        job = self.store.get(job_id)
+        assert job is not None
+        park_failed_input(self.store, self.settings.failed_dir, job, exc.message, exc.hint)
         return job_id
 
 
-def _check_wav_complete(path: Path, size: int) -> None:
-    """A WAV whose data chunk declares more bytes than the file holds was cut off."""
-    if path.suffix.lower() != ".wav":
-        return
-    with open(path, "rb") as handle:
-        head = handle.read(4096)
-    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return
-    pos = 12
-    while pos + 8 <= len(head):
-        chunk, length = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
-        if chunk == b"data":
-            held = size - (pos + 8)
-            if length not in (0, 0xFFFFFFFF) and held < length * 0.99:
-                raise InputError(
-                    f"The file is truncated: it declares {length} bytes of audio but holds "
-                    f"only {max(held, 0)}.",
-                    "The copy or download did not finish: drop the complete file again.")
-            return
-        pos += 8 + length + (length & 1)
-
-
-def _check_file(path: Path, max_bytes: int) -> int:
+def _size_within_limit(path: Path, max_bytes: int) -> int:
+    """The file's size; the probe checks the rest (regular file, empty, readable, audio)."""
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise InputError("The file disappeared before it could be read.",
-                         "Drop it into the inbox again.") from None
-    except OSError as exc:
-        raise InputError(f"The file cannot be read: {exc.strerror}.",
-                         "Check the file's permissions.") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise InputError("This is not a regular file.", "Drop audio files only.")
-    if st.st_size == 0:
-        raise InputError("The file is empty (0 bytes).",
-                         "The copy or download did not finish: drop the complete file again.")
-    if st.st_size > max_bytes:
-        raise InputError(f"The file is {st.st_size / 1e6:.0f} MB, more than the "
+        size = os.stat(path).st_size
+    except OSError:
+        return 0   # gone or unreadable: the probe says which, in plain words
+    if size > max_bytes:
+        raise InputError(f"The file is {size / 1e6:.0f} MB, more than the "
                          f"{max_bytes / 1e6:.0f} MB allowed.",
                          "Raise intake.max_file_mb in the config, or use a smaller file.")
-    if not os.access(path, os.R_OK):
-        raise InputError("The file cannot be read: permission denied.",
-                         "Make the file readable by the user stemd runs as.")
-    return st.st_size
+    return size

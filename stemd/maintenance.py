@@ -251,7 +251,7 @@ def _history(cfg: MaintenanceConfig, store: Store, now: float, dry_run: bool,
         return []
     cutoff = now - cfg.history_retention
     try:
-        count = _count_finished_before(store, cutoff) if dry_run else store.delete_finished_before(cutoff)
+        count = store.count_finished_before(cutoff) if dry_run else store.delete_finished_before(cutoff)
     except (sqlite3.Error, StemdError) as exc:
         errors.append(f"job history not pruned: {exc}")
         return []
@@ -261,12 +261,6 @@ def _history(cfg: MaintenanceConfig, store: Store, now: float, dry_run: bool,
               f"{_span(cfg.history_retention)} (maintenance.history_retention)")
     log.info("%s %s: %s", "Would remove" if dry_run else "Removed", store.path, reason)
     return [Removal(store.path, reason, 0)]
-
-
-def _count_finished_before(store: Store, cutoff: float) -> int:
-    row = store._execute("SELECT COUNT(*) FROM jobs WHERE state IN ('done', 'failed', 'canceled') "
-                         "AND finished_at < ?", (cutoff,)).fetchone()
-    return int(row[0])
 
 
 def _checkpoint(store: Store, errors: list[str]) -> None:

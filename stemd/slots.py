@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import signal
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -49,7 +48,6 @@ class Slot:
     running: Optional[Running] = None
     jobs_done: int = 0
     free_vram: Optional[int] = None
-    model_loaded: bool = False
     retired: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -68,7 +66,6 @@ class Slot:
         child.close()
         self.process, self.conn = process, parent
         self.jobs_done = 0
-        self.model_loaded = False
         self.extra.pop("preloaded", None)
         log.info("slot %s: worker started (pid %s, device %s, %s threads)", self.name,
                  process.pid, self.device, self.spec.threads or "default")
@@ -135,7 +132,6 @@ class Slot:
             except ValueError:
                 pass
         self.process, self.conn = None, None
-        self.model_loaded = False
 
 
 def _kill_children(pid: Optional[int]) -> None:
@@ -159,6 +155,3 @@ def describe_exit(code: Optional[int]) -> str:
             return f"killed by signal {-code}"
     return f"exit code {code}"
 
-
-def current_pid() -> int:
-    return os.getpid()

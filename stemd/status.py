@@ -21,9 +21,7 @@ def read_status_file(config: Config) -> Optional[dict[str, Any]]:
 
 
 def daemon_running(config: Config) -> bool:
-    data = read_status_file(config)
-    if not data or data.get("shutting_down") is None:
-        return False
+    data = read_status_file(config) or {}
     return _pid_alive(int(data.get("pid", 0))) and time.time() - data.get("updated", 0) < STALE_AFTER
 
 

@@ -173,9 +173,7 @@ class Request:
 
 
 def _iso(ts: Optional[float]) -> Optional[str]:
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ts)) + f"{time.strftime('%z', time.localtime(ts))}"
+    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ts))
 
 
 class Store:
@@ -277,10 +275,11 @@ class Store:
                             "ORDER BY id LIMIT 1", (key,)).fetchone()
         return Job.from_row(dict(row)) if row else None
 
-    def active_with_input(self, path: str) -> Optional[Job]:
-        row = self._execute("SELECT * FROM jobs WHERE input = ? AND state IN ('queued', 'running') "
-                            "ORDER BY id LIMIT 1", (path,)).fetchone()
-        return Job.from_row(dict(row)) if row else None
+    def done_with_input(self, path: str, sha256: str) -> Optional[int]:
+        """The id of a finished job of this very file (same path and content), if any."""
+        row = self._execute("SELECT id FROM jobs WHERE input = ? AND sha256 = ? AND state = 'done' "
+                            "ORDER BY id DESC LIMIT 1", (path, sha256)).fetchone()
+        return int(row[0]) if row else None
 
     def runnable(self, now: float, limit: int = 50) -> list[Job]:
         """Queued jobs whose not-before time has passed: by priority, then first in."""
@@ -432,9 +431,6 @@ class Store:
             self._execute("DELETE FROM requests WHERE id <= ?", (rows[-1]["id"],))
         return [Request(row["id"], row["kind"], row["job_id"], json.loads(row["payload"]))
                 for row in rows]
-
-    def pending_requests(self) -> int:
-        return int(self._execute("SELECT COUNT(*) FROM requests").fetchone()[0])
 
     # -- measurements (memory and speed calibration) ------------------------------------
     def record_measurement(self, model: str, device: str, audio_seconds: float,

@@ -8,7 +8,7 @@ import pytest
 from audio import make_track
 from stemd.config import ProfileConfig
 from stemd.engine import probe
-from stemd.intake import Arrival, Intake, IntakeSettings, job_key, options_of
+from stemd.intake import Arrival, Intake, IntakeSettings, job_key
 from stemd.store import State, Store
 
 

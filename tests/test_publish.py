@@ -7,7 +7,7 @@ import pytest
 
 from stemd.inputs import after_success, move_to_failed, unique_path
 from stemd.naming import render_stem_path, track_dir
-from stemd.publish import find_published, publish, read_manifest, write_manifest
+from stemd.publish import find_published, publish, write_manifest
 
 
 def _staged(root: Path, name: str = "song", content: str = "new") -> Path:

@@ -28,7 +28,8 @@ NOT_AUDIO_HINT = "Drop an audio file (wav, flac, mp3, ogg, m4a...) into the inbo
 
 def probe(path: Path, decodable_check: bool = True) -> AudioInfo:
     """Describe ``path``'s first audio stream; raise InputError when it cannot be used."""
-    _check_file(path)
+    size = _check_file(path)
+    _check_wav_complete(path, size)
     info = _ffprobe(path)
     stream = _audio_stream(info, path)
     audio = _audio_info(info, stream, path)
@@ -37,7 +38,7 @@ def probe(path: Path, decodable_check: bool = True) -> AudioInfo:
     return audio
 
 
-def _check_file(path: Path) -> None:
+def _check_file(path: Path) -> int:
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -51,6 +52,29 @@ def _check_file(path: Path) -> None:
     if not os.access(path, os.R_OK):
         raise InputError(f"{path.name} cannot be read: permission denied.",
                          "Give the user running stemd read permission on the file.")
+    return size
+
+
+def _check_wav_complete(path: Path, size: int) -> None:
+    """A WAV whose data chunk declares more bytes than the file holds was cut off."""
+    if path.suffix.lower() != ".wav":
+        return
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return
+    pos = 12
+    while pos + 8 <= len(head):
+        chunk, length = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        if chunk == b"data":
+            held = size - (pos + 8)
+            if length not in (0, 0xFFFFFFFF) and held < length * 0.99:
+                raise InputError(
+                    f"The file is truncated: it declares {length} bytes of audio but holds "
+                    f"only {max(held, 0)}.",
+                    "The copy or download did not finish: drop the complete file again.")
+            return
+        pos += 8 + length + (length & 1)
 
 
 def _ffprobe(path: Path) -> dict[str, Any]:
