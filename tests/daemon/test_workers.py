@@ -88,3 +88,21 @@ def test_cpu_slot_plan_sets_threads_explicitly() -> None:
     assert plan.gpus == ["cuda:0"] and plan.cpu_slots == 0
     plan = plan_slots(WorkersConfig(gpu="auto", cpu="auto"), accel={"cuda": 0, "mps": True})
     assert plan.gpus == ["mps"]
+
+
+def test_worker_that_stops_reporting_progress_counts_as_hung(make_daemon, tmp_path):
+    daemon = make_daemon(workers={"job_timeout": 600, "stall_timeout": 3, "max_attempts": 1},
+                         profiles={"default": {"model": "hang"}})
+    make_track(tmp_path / "inbox" / "stuck.wav", 1.0)
+    job = daemon.wait_jobs(1, ("failed",), timeout=60)[0]
+    assert "hung" in job["error"] and "deadline" not in job["error"]
+    assert json.loads(job["history"])[-1]["kind"] == "timeout"
+
+
+def test_worker_is_recycled_when_its_memory_grows_past_the_bound(make_daemon, tmp_path):
+    daemon = make_daemon(workers={"max_worker_rss": "1MiB"})
+    for n in range(2):
+        make_track(tmp_path / "inbox" / f"r{n}.wav", 1.0, seed=n)
+    daemon.wait_jobs(2, ("done",), timeout=90)
+    assert len(set(_worker_pids(daemon.log()))) == 2
+    assert "recycling its worker" in daemon.log()
