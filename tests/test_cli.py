@@ -154,3 +154,19 @@ def test_service_install_writes_the_unit_and_says_what_next(config: Path, tmp_pa
     assert service_command(load_config(config), config, "install", "user", root=root) == 0
     units = list(root.rglob("stemd.service"))
     assert len(units) == 1 and "ExecStart=" in units[0].read_text()
+
+
+def test_cleanup_dry_run_lists_and_keeps_then_cleanup_removes(config: Path, tmp_path: Path) -> None:
+    import os
+    import time
+    entry = tmp_path / "state" / "cache" / ("ab" * 32)
+    entry.mkdir(parents=True)
+    (entry / "vocals.wav").write_bytes(b"\0" * 1000)
+    old = time.time() - 10 * 86400                      # older than the 72 h cache_ttl
+    for path in (entry / "vocals.wav", entry):
+        os.utime(path, (old, old))
+    Store(tmp_path / "state" / "stemd.sqlite3")
+    dry = stemd(config, "cleanup", "--dry-run")
+    assert dry.returncode == 0 and entry.name in dry.stdout and entry.exists()
+    real = stemd(config, "cleanup")
+    assert real.returncode == 0 and entry.name in real.stdout and not entry.exists()
