@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 
-.PHONY: run test setup ffmpeg clean
+.PHONY: run test setup ffmpeg tcmalloc clean
 
 run: setup
 	$(VENV)/bin/stemd --config config/stemd.toml run
@@ -16,7 +16,7 @@ test: setup
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml | ffmpeg
+$(VENV)/.installed: pyproject.toml | ffmpeg tcmalloc
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# the CPU build of torch first, so the package's "torch" requirement is already met
@@ -31,6 +31,15 @@ ffmpeg:
 	      SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq ffmpeg; \
 	    elif command -v brew >/dev/null; then brew install ffmpeg; \
 	    else echo "please install ffmpeg" >&2; exit 1; fi; }
+
+# optional: worker processes use tcmalloc when it is installed (faster, flatter memory)
+tcmalloc:
+	@[ "$$(uname)" != Linux ] || ls /usr/lib/*/libtcmalloc*.so.4 /usr/lib64/libtcmalloc*.so.4 2>/dev/null | grep -q . || \
+	  ! command -v apt-get >/dev/null || \
+	  { echo "installing tcmalloc (optional)"; SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1 || \
+	    { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libtcmalloc-minimal4; } || \
+	    echo "tcmalloc not installed; workers use the system malloc"; }
 
 clean:
 	rm -rf $(VENV) build *.egg-info

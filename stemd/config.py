@@ -102,6 +102,15 @@ class WorkersConfig(_Section):
     max_jobs_per_worker: int = Field(50, ge=1)
     max_worker_rss: Bytes = parse_size("6GiB")
     idle_unload: Seconds = 600.0
+    allocator: str = "auto"   # "auto" (tcmalloc when installed), "system", or a library path
+
+    @field_validator("allocator")
+    @classmethod
+    def _check_allocator(cls, value: str) -> str:
+        if value not in ("auto", "system") and not Path(value).is_file():
+            raise ValueError(f"allocator {value!r} is neither \"auto\", \"system\" nor an "
+                             "existing library file")
+        return value
 
 
 class MaintenanceConfig(_Section):

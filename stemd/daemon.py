@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import __version__
+from . import __version__, allocator
 from .completion import handle_input, park_failed_input
 from .config import Config, load_config
 from .devices import SlotPlan, detect_accelerators, plan_slots
@@ -117,6 +117,8 @@ class Daemon:
             _empty_folder(folder)
 
     def start(self) -> None:
+        library = allocator.preload(self.config.workers.allocator)   # before any thread starts
+        log.info("worker processes use %s", library or "the system malloc")
         self.recover()
         self.intake.start()
         self.watcher.start()
@@ -352,6 +354,8 @@ class Daemon:
             if self.notifier is not None:
                 self.notifier.ready(self.status_line())
             return
+        if new.workers.allocator != self.config.workers.allocator:
+            log.warning("workers.allocator changed: it takes effect when stemd restarts")
         self.config = new
         self.plan = self._plan(new)
         self.intake.reconfigure(intake_settings(new), dict(new.profiles))

@@ -21,6 +21,7 @@ class Check:
 def run_doctor(config: Config) -> Iterator[Check]:
     yield from _ffmpeg()
     yield _torch()
+    yield _malloc(config)
     yield from _models(config)
     yield from _folders(config)
     yield _sqlite()
@@ -47,6 +48,19 @@ def _torch() -> Check:
     if accel.get("mps"):
         devices += ", Apple MPS"
     return Check("torch", True, f"torch {accel['torch']}; {devices}")
+
+
+def _malloc(config: Config) -> Check:
+    from .allocator import resolve
+    setting = config.workers.allocator
+    library = resolve(setting)
+    if library is not None:
+        return Check("malloc", True, f"worker processes preload {library}")
+    if setting == "system":
+        return Check("malloc", True, "worker processes use the system malloc (workers.allocator)")
+    return Check("malloc", True, "tcmalloc not found; workers use the system malloc. For faster "
+                 "CPU separation and flatter memory install it (Debian/Ubuntu: sudo apt-get "
+                 "install libtcmalloc-minimal4).")
 
 
 def _models(config: Config) -> Iterator[Check]:

@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Optional
 
+from . import allocator
 from .engine.types import ModelSource, SeparationOptions
 from .errors import EngineError, OutOfMemory, StemdError
 from .naming import render_stem_path
@@ -60,6 +61,7 @@ def main(conn: Connection, spec: WorkerSpec) -> None:
     logging.basicConfig(level=spec.log_level.upper(), stream=sys.stderr,
                         format=f"worker[{spec.slot}] %(levelname)s %(name)s: %(message)s")
     _configure_torch(spec)
+    log.debug("malloc: %s", allocator.in_use())
     Worker(conn, spec).serve()
 
 

@@ -6,15 +6,15 @@ Two settings, both measured on the full-size htdemucs on 2 cores (docs/benchmark
   "native MHA fast path", which materialises the whole attention matrix (the freq
   branch has thousands of tokens): 3.67 s -> 3.19 s per 7.8 s segment, output equal
   to 143 dB SDR.
-* glibc's malloc is left to its dynamic mmap threshold, which is the fastest (pinning
-  the threshold low made every large activation a fresh mmap: 2.8 s -> 5.4 s per
-  segment). Instead, ``trim_heap`` hands freed memory back to the system after each job,
-  so a long-lived worker does not keep a high-water mark.
+* The allocator is chosen before the process starts (``stemd.allocator``: tcmalloc when
+  installed). Under glibc the dynamic mmap threshold is left alone, which is glibc's
+  fastest (pinning it low made every large activation a fresh mmap: 2.8 s -> 5.4 s per
+  segment). Either way ``trim_heap`` hands freed memory back to the system after each
+  job, so a long-lived worker does not keep a high-water mark.
 """
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import sys
 from typing import Optional
@@ -38,14 +38,19 @@ def tune_process() -> None:
 
 
 def trim_heap() -> bool:
-    """Return freed heap memory to the system (glibc ``malloc_trim``); False elsewhere."""
+    """Return freed heap memory to the system: tcmalloc's release when it is the
+    allocator (``workers.allocator``), glibc's ``malloc_trim`` otherwise."""
     global _libc
     if not sys.platform.startswith("linux"):
         return False
     try:
         if _libc is None:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _libc = ctypes.CDLL(None)
+        release = getattr(_libc, "MallocExtension_ReleaseFreeMemory", None)
+        if release is not None:
+            release()
+            return True
         return bool(_libc.malloc_trim(0))
     except (OSError, AttributeError) as exc:
-        log.debug("malloc_trim unavailable: %s", exc)
+        log.debug("no way to trim the heap: %s", exc)
         return False

@@ -5,10 +5,15 @@ import json
 import os
 import re
 import signal
+import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from audio import make_track
+from stemd import allocator
 from stemd.config import WorkersConfig
 from stemd.dispatcher import DispatchSettings, Dispatcher
 from stemd.store import NewJob, Store
@@ -134,3 +139,29 @@ def test_out_of_memory_on_a_gpu_slot_retries_with_batch_one_then_on_a_cpu_slot(t
         assert cpu_slot.process is not None          # the last attempt ran on the CPU slot
     finally:
         dispatcher.stop_all("test over")
+
+
+def _maps(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+def _worker_malloc(daemon: Any, tmp_path: Path) -> list[str]:
+    make_track(tmp_path / "inbox" / "one.wav", 1.0)
+    daemon.wait_jobs(1, ("done",), timeout=60)
+    pids = [int(p) for p in _worker_pids(daemon.log())]
+    return ["tcmalloc" if "libtcmalloc" in _maps(p) else "system" for p in pids]
+
+
+@pytest.mark.skipif(allocator.find_tcmalloc() is None, reason="tcmalloc is not installed")
+def test_workers_run_with_tcmalloc_when_installed_and_the_daemon_does_not(make_daemon, tmp_path):
+    daemon = make_daemon()                      # workers.allocator = "auto"
+    assert _worker_malloc(daemon, tmp_path) == ["tcmalloc"]
+    assert "libtcmalloc" not in _maps(daemon.pid)
+    assert f"worker processes use {allocator.find_tcmalloc()}" in daemon.log()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_allocator_system_keeps_glibc_malloc_in_the_workers(make_daemon, tmp_path):
+    daemon = make_daemon(workers={"allocator": "system"})
+    assert _worker_malloc(daemon, tmp_path) == ["system"]
+    assert "worker processes use the system malloc" in daemon.log()
