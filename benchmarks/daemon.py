@@ -19,7 +19,7 @@ from typing import Any
 SETTLE = 1.0
 
 
-def write_config(folder: Path, repo: Path, device: str) -> Path:
+def write_config(folder: Path, repo: Path, device: str, malloc: str) -> Path:
     gpu = "auto" if device.startswith("cuda") else 0
     text = f"""
 [daemon]
@@ -37,6 +37,7 @@ offline = true
 [workers]
 gpu = {gpu if isinstance(gpu, int) else '"auto"'}
 cpu = "auto"
+allocator = "{malloc}"
 [profiles.default]
 model = "bench"
 """
@@ -45,11 +46,11 @@ model = "bench"
     return path
 
 
-def run_daemon(folder: Path, repo: Path, files: list[Path], device: str,
+def run_daemon(folder: Path, repo: Path, files: list[Path], device: str, malloc: str,
                env: dict[str, str], timeout: float = 7200) -> dict[str, Any]:
     shutil.rmtree(folder, ignore_errors=True)
     (folder / "inbox").mkdir(parents=True)
-    config = write_config(folder, repo, device)
+    config = write_config(folder, repo, device, malloc)
     daemon = subprocess.Popen([sys.executable, "-m", "stemd", "--config", str(config), "run"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:

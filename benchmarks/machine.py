@@ -1,12 +1,13 @@
 """Describe the machine a benchmark ran on."""
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 from pathlib import Path
 
 
-def describe(device: str) -> dict[str, str]:
+def describe(args: argparse.Namespace) -> dict[str, str]:
     import demucs
     import psutil
     import torch
@@ -18,10 +19,18 @@ def describe(device: str) -> dict[str, str]:
         "torch": torch.__version__,
         "demucs": getattr(demucs, "__version__", "?"),
         "torch threads (default)": str(torch.get_num_threads()),
+        "malloc of stemd's runs": _malloc(args.allocator),
+        "malloc of the CLI runs": _malloc(args.cli_allocator),
     }
-    if device.startswith("cuda"):
+    if args.device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def _malloc(setting: str) -> str:
+    from stemd.allocator import resolve
+    library = resolve(setting)
+    return f"{library.name} (preloaded)" if library else "glibc (system)"
 
 
 def _cpu_model() -> str:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from stemd.allocator import preload
+
 from .machine import describe
 from .measure import Measured, measure, measure_parallel
 from .report import write_report
@@ -45,7 +47,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         _batch_rows(setup)
     if args.device.startswith("cuda"):
         _precision_rows(setup)
-    text = write_report(setup.args.report, describe(args.device), setup.rows, setup.batch,
+    text = write_report(setup.args.report, describe(args), setup.rows, setup.batch,
                         setup.precision, vars(args))
     print(text)
 
@@ -67,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="rounds of CLI and daemon on the several-tracks run")
     parser.add_argument("--no-daemon", action="store_true",
                         help="skip the run through a real stemd daemon")
+    parser.add_argument("--allocator", default="auto",
+                        help="stemd's workers.allocator for its runs: auto, system or a library")
+    parser.add_argument("--cli-allocator", default="system",
+                        help="the malloc the demucs CLI runs with (as installed: system)")
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out")
     parser.add_argument("--report", type=Path, default=ROOT / "docs" / "benchmarks.md")
     return parser
@@ -103,18 +109,28 @@ def _cli_cmd(setup: Setup, files: list[Path], out: Path) -> list[str]:
             "-o", str(out), "-d", setup.args.device, *map(str, files)]
 
 
-def _env() -> dict[str, str]:
+def _env(malloc: str = "system") -> dict[str, str]:
+    """The environment of a run; ``malloc`` as in ``workers.allocator``."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    preload(malloc, env)
     return env
+
+
+def _stemd_env(setup: Setup) -> dict[str, str]:
+    return _env(setup.args.allocator)
+
+
+def _cli_env(setup: Setup) -> dict[str, str]:
+    return _env(setup.args.cli_allocator)
 
 
 def _length_row(setup: Setup, seconds: float) -> None:
     track = write_track(setup.folder / f"track-{seconds:g}s.wav", seconds, seed=int(seconds))
     engine = _checked(measure(_engine_cmd(setup, [track], setup.threads,
-                                          setup.folder / "stemd"), _env()), "stemd")
+                                          setup.folder / "stemd"), _stemd_env(setup)), "stemd")
     cli = None if setup.args.no_cli else _checked(
-        measure(_cli_cmd(setup, [track], setup.folder / "cli"), _env()), "demucs")
+        measure(_cli_cmd(setup, [track], setup.folder / "cli"), _cli_env(setup)), "demucs")
     row = _row(seconds, engine, cli)
     setup.rows.append(row)
     print(json.dumps(row), flush=True)
@@ -150,13 +166,14 @@ def _batch_rows(setup: Setup) -> None:
     files = _batch_tracks(setup)
     for round_ in range(setup.args.repeat):
         if not setup.args.no_cli:
-            cli = _checked(measure(_cli_cmd(setup, files, setup.folder / "cli-batch"), _env()),
-                           "demucs")
+            cli = _checked(measure(_cli_cmd(setup, files, setup.folder / "cli-batch"),
+                                   _cli_env(setup)), "demucs")
             _add_batch(setup, {"layout": "demucs CLI", "wall": cli.wall, "rss": cli.peak_rss,
                                "round": round_})
         if not setup.args.no_daemon:
             from .daemon import run_daemon
-            row = run_daemon(setup.folder / "daemon", setup.repo, files, setup.args.device, _env())
+            row = run_daemon(setup.folder / "daemon", setup.repo, files, setup.args.device,
+                             setup.args.allocator, _env())
             _add_batch(setup, {**row, "round": round_})
     for procs, threads in _layouts(setup):
         _add_batch(setup, _batch_layout(setup, files, procs, threads))
@@ -178,7 +195,7 @@ def _batch_layout(setup: Setup, files: list[Path], procs: int, threads: int) -> 
     shares = [files[i::procs] for i in range(procs)]
     cmds = [_engine_cmd(setup, share, threads, setup.folder / f"stemd-{procs}x{threads}")
             for share in shares if share]
-    wall, results = measure_parallel(cmds, _env())
+    wall, results = measure_parallel(cmds, _stemd_env(setup))
     if any(r.returncode for r in results):
         raise SystemExit(f"stemd {procs}x{threads} failed")
     return {"layout": f"stemd {procs} process(es) x {threads} thread(s)", "wall": wall,
@@ -192,7 +209,7 @@ def _precision_rows(setup: Setup) -> None:
                         ("bf16", ("--precision", "bf16")), ("fp16", ("--precision", "fp16"))]:
         out = setup.folder / f"prec-{len(stems)}"
         result = _checked(measure(_engine_cmd(setup, [track], setup.threads, out,
-                                              ("--float32", *extra)), _env()), name)
+                                              ("--float32", *extra)), _stemd_env(setup)), name)
         stems[name] = out / track.stem
         setup.precision.append({"mode": name, "wall": result.wall})
     reference = stems["fp32 (TF32 off)"]
