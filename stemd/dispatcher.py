@@ -29,6 +29,7 @@ from .store import Job, State, Store
 from .worker import Task, WorkerSpec
 
 log = logging.getLogger(__name__)
+LOOKAHEAD_AT = 50.0   # percent of a job done when its worker starts decoding the next input
 
 SpaceCheckFn = Callable[[Job], Optional[str]]   # None = enough space, else why not
 PRESSURE_BACKOFF = 30.0                          # seconds before a job stopped for memory may start again
@@ -112,6 +113,7 @@ class Dispatcher:
         self._retire_idle()
         if self.claiming:
             self._dispatch(now)
+            self._look_ahead(now)
 
     def _all_slots(self) -> list[Slot]:
         return self.slots + [s for s in self._retiring if s.running]
@@ -330,6 +332,27 @@ class Dispatcher:
             if self._start(job, slot, now):
                 free.remove(slot)
                 busy_keys.add(job.key)
+
+    def _look_ahead(self, now: float) -> None:
+        """Halfway through a job, tell its worker which input to decode next."""
+        for slot in self.slots:
+            run = slot.running
+            if run is None or run.progress < LOOKAHEAD_AT or slot.extra.get("ahead_of") == run.job_id:
+                continue
+            slot.extra["ahead_of"] = run.job_id
+            job = self._next_for(slot, run.model, now)
+            if job is not None:
+                folder = work_dir(self.settings.publish, job.id, job.attempts + 1) / f"ahead-{slot.name}"
+                slot.send(("ahead", job.id, job.input, run.model, str(folder)))
+
+    def _next_for(self, slot: Slot, model: str, now: float) -> Optional[Job]:
+        busy_keys = {s.running.key for s in self._all_slots() if s.running}
+        for job in self.store.runnable(now):
+            cached = job.key and (self.settings.publish.cache_dir / job.key).is_dir()
+            if (job.key and job.key in busy_keys) or cached or self._pick_slot(job, [slot]) is None:
+                continue
+            return job if job.options.get("model") == model else None
+        return None
 
     def _try_cache(self, job: Job, now: float) -> bool:
         if not job.key or not (self.settings.publish.cache_dir / job.key / "manifest.json").is_file():

@@ -15,19 +15,22 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from . import allocator
 from .engine.types import ModelSource, SeparationOptions
+from .lookahead import Lookahead
 from .errors import EngineError, OutOfMemory, StemdError
 from .naming import render_stem_path
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 0.5   # seconds between progress messages
+LOOKAHEAD_KEEP = 30.0     # an input decoded ahead is dropped after this long without a job
 
 
 @dataclass(frozen=True)
@@ -72,15 +75,17 @@ class Worker:
         self.model: Any = None
         self.model_name: Optional[str] = None
         self.last_job = time.monotonic()
+        self.lookahead = Lookahead()
+        self.pending: deque[tuple[Any, ...]] = deque()   # received while a job ran
 
     def serve(self) -> None:
         self.conn.send(("ready", os.getpid(), _free_vram(self.spec.device)))
         while True:
-            if not self.conn.poll(1.0):
-                self._maybe_unload()
+            if not self.pending and not self.conn.poll(1.0):
+                self._on_idle()
                 continue
             try:
-                message = self.conn.recv()
+                message = self.pending.popleft() if self.pending else self.conn.recv()
             except EOFError:
                 return
             if message[0] == "stop":
@@ -93,6 +98,25 @@ class Worker:
                 self._run(message[1])
                 self.last_job = time.monotonic()
                 _trim_heap()
+
+    def check_messages(self) -> None:
+        """While a job runs: start decoding ahead when told, keep the rest for later."""
+        while self.conn.poll():
+            try:
+                message = self.conn.recv()
+            except EOFError:
+                return
+            if message[0] != "ahead":
+                self.pending.append(message)
+                continue
+            _, job_id, input, model_name, folder = message
+            if model_name == self.model_name:
+                self.lookahead.start(self.model, model_name, job_id, input, folder)
+
+    def _on_idle(self) -> None:
+        if time.monotonic() - self.last_job > LOOKAHEAD_KEEP:
+            self.lookahead.discard()
+        self._maybe_unload()
 
     def _run(self, task: Task) -> None:
         started = time.monotonic()
@@ -123,9 +147,10 @@ class Worker:
                                     ext=task.options.format.ext, model=task.options.model,
                                     profile=task.profile)
 
-        reporter = _ProgressReporter(self.conn, task.job_id)
+        reporter = _ProgressReporter(self.conn, task.job_id, self.check_messages)
+        prepared = self.lookahead.take(task.job_id, task.input, task.options.model)
         return engine.separate(model, Path(task.input), task.options, stage, filename,
-                               reporter, work)
+                               reporter, work, prepared)
 
     def _model_for(self, name: str) -> Any:
         if self.model is not None and self.model_name == name:
@@ -172,13 +197,15 @@ class Worker:
 class _ProgressReporter:
     """Sends progress (0-100) at most every PROGRESS_INTERVAL seconds."""
 
-    def __init__(self, conn: Connection, job_id: int) -> None:
+    def __init__(self, conn: Connection, job_id: int, on_tick: Callable[[], None]) -> None:
         self.conn = conn
         self.job_id = job_id
+        self.on_tick = on_tick
         self.last = 0.0
 
     def __call__(self, fraction: float) -> None:
         now = time.monotonic()
+        self.on_tick()
         if now - self.last >= PROGRESS_INTERVAL or fraction >= 1.0:
             self.last = now
             self.conn.send(("progress", self.job_id, max(0.0, min(100.0, fraction * 100.0))))
