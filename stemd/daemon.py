@@ -80,6 +80,7 @@ class Daemon:
         self._stop = threading.Event()
         self._signals: list[int] = []
         self.watcher = Watcher(inbox_specs(config))
+        self._new_watchers: "queue.Queue[Watcher]" = queue.Queue()   # reload -> watcher thread
         self.dispatcher = Dispatcher(self.store, DispatchSettings.from_config(config), self.boot,
                                      self.plan.gpus, self.plan.cpu_slots, self.plan.threads,
                                      space_check=self._space_check())
@@ -148,6 +149,7 @@ class Daemon:
     def _watch_loop(self) -> None:
         while not self._stop.is_set():
             try:
+                self._take_new_watcher()
                 self._prewarm_if_settling()
                 for candidate in self.watcher.loop(time.monotonic()):
                     self.intake.offer(Arrival(candidate.path, candidate.profile,
@@ -156,6 +158,16 @@ class Daemon:
             except Exception:
                 log.exception("watcher step failed; continuing")
             self._stop.wait(0.5)
+
+    def _take_new_watcher(self) -> None:
+        """Reload: the watcher thread itself swaps the watcher, between two steps."""
+        new: Optional[Watcher] = None
+        while not self._new_watchers.empty():
+            new = self._new_watchers.get_nowait()        # only the latest reload counts
+        if new is not None:
+            self.watcher.stop()
+            new.start()
+            self.watcher = new
 
     def _prewarm_if_settling(self) -> None:
         """Files are settling in an inbox: have a worker load their model meanwhile."""
@@ -349,6 +361,7 @@ class Daemon:
         try:
             new = load_config(self.config.source)
             make_folders(new)
+            watcher = Watcher(inbox_specs(new))
         except (StemdError, OSError) as exc:
             log.error("reload refused, keeping the running config: %s", exc)
             if self.notifier is not None:
@@ -359,9 +372,7 @@ class Daemon:
         self.config = new
         self.plan = self._plan(new)
         self.intake.reconfigure(intake_settings(new), dict(new.profiles))
-        self.watcher.stop()
-        self.watcher = Watcher(inbox_specs(new))
-        self.watcher.start()
+        self._new_watchers.put(watcher)
         settings = DispatchSettings.from_config(new)
         self.commands.put(lambda: self.dispatcher.reconfigure(settings, self.plan.gpus,
                                                               self.plan.cpu_slots, self.plan.threads))

@@ -146,6 +146,13 @@ def test_sighup_reloads_config_and_refuses_a_broken_one(make_daemon, tmp_path):
     make_track(second / "after.wav", 1.0)                # the old (valid) config still works
     daemon.wait_jobs(2, ("done",), timeout=60)
 
+    config.write_text(text + f'\n[[inbox]]\npath = "{tmp_path / "inbox"}"\n')   # listed twice
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for(lambda: daemon.log().count("reload refused") == 2, 30, "the second refusal")
+    assert "listed twice" in daemon.log()
+    make_track(second / "still.wav", 1.0)                # the second inbox is still watched
+    daemon.wait_jobs(3, ("done",), timeout=60)
+
 
 def test_memory_budget_too_small_fails_at_once_with_advice(make_daemon, tmp_path):
     daemon = make_daemon(workers={"memory_budget": "100MiB", "memory_estimate": "300MiB"})
