@@ -230,14 +230,14 @@ class Daemon:
 
     # -- maintenance and systemd ----------------------------------------------------------
     def _space_check(self) -> Callable[[Any], Optional[str]]:
-        from .diskspace import SpaceGate, expected_output_bytes
+        from .diskspace import SpaceGate, expected_output_bytes, expected_stems
         gate = self.gate = SpaceGate()
 
         def check(job: Any) -> Optional[str]:
             config = self.config          # the live config: a reload may change min_free
             opts = job.options
             fmt = opts.get("format", {})
-            stems = 2 if opts.get("two_stems") else 4
+            stems = expected_stems(opts, self.dispatcher.model_stems.get(opts.get("model", "")))
             needed = 2 * expected_output_bytes(job.duration or 0.0, stems, fmt.get("kind", "wav"),
                                                fmt.get("wav_depth", "int16"),
                                                fmt.get("mp3_bitrate", 320))

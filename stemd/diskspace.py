@@ -34,6 +34,17 @@ class SpaceCheck:
     reason: str
 
 
+def expected_stems(options: dict, model_stems: Optional[int]) -> int:
+    """How many stem files a job writes: two (one with ``other_method = "none"``) for a
+    two-stem job, else the model's stem count, once a job of the model has reported it
+    (before that 6 for a ``*_6s`` model, 4 otherwise)."""
+    if options.get("two_stems"):
+        return 1 if options.get("other_method") == "none" else 2
+    if model_stems:
+        return model_stems
+    return 6 if str(options.get("model", "")).endswith("_6s") else 4
+
+
 def expected_output_bytes(duration_s: float, stems: int, fmt: str, wav_depth: str = "int16",
                           mp3_bitrate: int = 320, sample_rate: int = 44100,
                           channels: int = 2) -> int:

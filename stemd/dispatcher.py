@@ -68,6 +68,7 @@ class Dispatcher:
         self.claiming = True
         self.waiting: dict[int, str] = {}
         self.paused_reason: Optional[str] = None
+        self.model_stems: dict[str, int] = {}     # model -> stems it produces, once seen
         self._estimates: dict[int, int] = {}
         self._retiring: list[Slot] = []
         self._resize(gpus, cpu_slots, threads)
@@ -242,6 +243,7 @@ class Dispatcher:
             return
         self.store.record_measurement(run.model, slot.kind, result.input.duration, wall,
                                       run.peak_rss or None, None)
+        self.model_stems[run.model] = len(result.model_sources)
         log.info("job %s: done in %.1f s -> %s", job.id, wall, published.path or published.note)
         slot.jobs_done += 1
         self._clear(slot)

@@ -15,6 +15,7 @@ from stemd.diskspace import (
     check_space,
     existing_parent,
     expected_output_bytes,
+    expected_stems,
     usage,
 )
 
@@ -24,6 +25,14 @@ MIB = 1024**2
 
 def _free(folder: Path) -> int:
     return shutil.disk_usage(folder).free
+
+
+def test_expected_stems_follow_the_options_and_the_model() -> None:
+    assert expected_stems({"model": "htdemucs"}, None) == 4
+    assert expected_stems({"model": "htdemucs_6s"}, None) == 6
+    assert expected_stems({"model": "mine"}, 6) == 6          # learned from a finished job
+    assert expected_stems({"model": "htdemucs_6s", "two_stems": "vocals"}, 6) == 2
+    assert expected_stems({"two_stems": "vocals", "other_method": "none"}, 4) == 1
 
 
 def test_expected_output_bytes_per_format() -> None:
