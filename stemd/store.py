@@ -447,9 +447,18 @@ class Store:
         return [dict(row) for row in rows]
 
     # -- maintenance ----------------------------------------------------------------------
-    def checkpoint(self) -> None:
+    def checkpoint(self) -> bool:
+        """``PRAGMA optimize``, then fold the WAL into the database and truncate it, without
+        waiting: a TRUNCATE checkpoint holds the write lock while it waits for readers, which
+        would stall intake. When anything is busy it checkpoints what it can (as PASSIVE)
+        and the next pass finishes. True when the WAL was truncated."""
         self._execute("PRAGMA optimize")
-        self._execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._execute("PRAGMA busy_timeout = 0")
+        try:
+            busy = self._execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        finally:
+            self._execute("PRAGMA busy_timeout = 30000")
+        return not busy
 
     def backup(self, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
