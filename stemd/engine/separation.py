@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -90,10 +91,10 @@ def _open_sinks(layout: StemLayout, mix: PreparedMix, opts: SeparationOptions,
     sinks: dict[str, DirectSink | RescaleSink] = {}
     try:
         for name in layout.outputs:
-            encoder = open_encoder(out_dir / filename(name), opts.format, mix.samplerate,
-                                   mix.channels, mix.frames)
-            sinks[name] = (RescaleSink(encoder, workdir / f"stem-{name}.f32", mix.channels)
-                           if opts.clip == "rescale" else DirectSink(encoder, opts.clip))
+            opener = partial(open_encoder, out_dir / filename(name), opts.format,
+                             mix.samplerate, mix.channels, mix.frames)
+            sinks[name] = (RescaleSink(opener, workdir / f"stem-{name}.f32", mix.channels)
+                           if opts.clip == "rescale" else DirectSink(opener(), opts.clip))
     except BaseException:
         for sink in sinks.values():
             sink.abort()

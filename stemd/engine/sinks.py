@@ -1,9 +1,10 @@
 """Where finished stem samples go: the clip strategy in front of an encoder.
 
 ``rescale`` (demucs's default) divides the whole stem by ``max(1.01 * max|x|, 1)``,
-which is known only at the end: the samples are spooled as raw float32 to the
-work folder while the maximum is tracked, then read back and encoded in chunks.
-``clamp`` and ``none`` encode as the samples arrive.
+which is known only at the end. The samples are encoded as they arrive and also
+spooled as raw float32 to the work folder while the maximum is tracked; only a stem
+that turns out to need scaling is read back and encoded again. ``clamp`` and
+``none`` encode as the samples arrive.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import logging
 import queue
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -42,10 +43,14 @@ class DirectSink:
 
 
 class RescaleSink:
-    """``rescale``: spool, track the peak, then encode the rescaled stem."""
+    """``rescale``: encode the samples as they arrive while tracking the peak and spooling
+    them. A stem whose peak stays below 1 / 1.01 is not scaled, so that encoding is the
+    file; once the peak passes it, the streamed file is dropped and the stem is encoded
+    again from the spool at the end, divided by 1.01 x its peak."""
 
-    def __init__(self, encoder: Encoder, spool: Path, channels: int) -> None:
-        self.encoder, self.spool = encoder, spool
+    def __init__(self, open_encoder: Callable[[], Encoder], spool: Path, channels: int) -> None:
+        self.open_encoder, self.spool = open_encoder, spool
+        self.encoder: Optional[Encoder] = open_encoder()        # None once scaling is needed
         self._writer: Optional[RawWriter] = RawWriter(spool, channels)
         self.channels = channels
         self.peak = torch.zeros((), dtype=torch.float32)
@@ -54,25 +59,38 @@ class RescaleSink:
         assert self._writer is not None
         self.peak = torch.maximum(self.peak, chunk.abs().max())
         self._writer.write(chunk.numpy())
+        if self.encoder is not None and 1.01 * self.peak >= 1:
+            self.encoder.abort()
+            self.encoder = None
+        if self.encoder is not None:
+            self.encoder.write(chunk)
 
     def close(self) -> None:
         assert self._writer is not None
         self._writer.close()
         self._writer = None
+        if self.encoder is None:
+            self._encode_scaled(self.open_encoder())
+        else:
+            self.encoder.close()
+        self.spool.unlink(missing_ok=True)
+
+    def _encode_scaled(self, encoder: Encoder) -> None:
+        self.encoder = encoder
         scale = 1.01 * self.peak
         with RawReader(self.spool, self.channels) as reader:
             for start in range(0, reader.frames, READBACK_FRAMES):
                 chunk = torch.from_numpy(reader.read(start, start + READBACK_FRAMES)[
                     :, : reader.frames - start])
-                self.encoder.write(chunk / scale if scale >= 1 else chunk)
-        self.encoder.close()
-        self.spool.unlink(missing_ok=True)
+                encoder.write(chunk / scale)
+        encoder.close()
 
     def abort(self) -> None:
         if self._writer is not None:
             self._writer.close()
         self.spool.unlink(missing_ok=True)
-        self.encoder.abort()
+        if self.encoder is not None:
+            self.encoder.abort()
 
 
 class SinkPump:

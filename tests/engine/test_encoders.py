@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import subprocess
+from typing import Optional
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 from demucs.audio import save_audio
 
-from stemd.engine.encoders import open_encoder
+from stemd.engine.encoders import Encoder, open_encoder
 from stemd.engine.sinks import DirectSink, RescaleSink
 from stemd.engine.types import OutputFormat
 
@@ -24,18 +25,22 @@ FORMATS = {
 }
 
 
-def loud_stem(seconds: float = 2.3, peak: float = 1.7) -> torch.Tensor:
+def loud_stem(seconds: float = 2.3, peak: float = 1.7, at: int = 1234,
+              level: float = 0.3) -> torch.Tensor:
     gen = torch.Generator().manual_seed(1)
-    wav = torch.randn(2, int(seconds * RATE), generator=gen) * 0.3
-    wav[0, 1234] = peak
+    wav = (torch.randn(2, int(seconds * RATE), generator=gen) * level).clamp(-0.9, 0.9)
+    wav[0, at] = peak
     return wav
 
 
 def write_chunked(path: Path, fmt: OutputFormat, wav: torch.Tensor, clip: str,
-                  tmp: Path, sizes: tuple[int, ...] = (1000, 7777, 44100)) -> Path:
-    encoder = open_encoder(path, fmt, RATE, wav.shape[0], wav.shape[1])
-    sink = (RescaleSink(encoder, tmp / "spool.f32", wav.shape[0]) if clip == "rescale"
-            else DirectSink(encoder, clip))
+                  tmp: Path, sizes: tuple[int, ...] = (1000, 7777, 44100),
+                  opened: Optional[list[Path]] = None) -> Path:
+    def opener() -> Encoder:
+        (opened if opened is not None else []).append(path)
+        return open_encoder(path, fmt, RATE, wav.shape[0], wav.shape[1])
+    sink = (RescaleSink(opener, tmp / "spool.f32", wav.shape[0]) if clip == "rescale"
+            else DirectSink(opener(), clip))
     start, i = 0, 0
     while start < wav.shape[1]:
         step = sizes[i % len(sizes)]
@@ -66,6 +71,30 @@ def test_incremental_equals_whole_track(tmp_path: Path, name: str, clip: str) ->
         assert np.array_equal(decoded(ours), decoded(whole))
     else:
         assert ours.read_bytes() == whole.read_bytes()
+    assert not (tmp_path / "spool.f32").exists()
+
+
+SHAPES = {"quiet": dict(peak=0.95), "peak early": dict(peak=1.7, at=1234),
+          "peak in the last chunk": dict(peak=1.3, at=int(2.3 * RATE) - 10)}
+
+
+@pytest.mark.parametrize("name", ["wav16", "flac16", "mp3"])
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_rescale_streams_or_encodes_again_as_the_peak_requires(tmp_path: Path, name: str,
+                                                               shape: str) -> None:
+    """Streamed while no scaling is needed; encoded again from the spool once it is."""
+    fmt, kwargs = FORMATS[name]
+    wav = loud_stem(**SHAPES[shape])
+    whole = tmp_path / f"whole.{fmt.kind}"
+    save_audio(wav.clone(), whole, RATE, clip="rescale", **kwargs)
+    opened: list[Path] = []
+    ours = write_chunked(tmp_path / f"ours.{fmt.kind}", fmt, wav, "rescale", tmp_path,
+                         opened=opened)
+    if fmt.kind == "flac":
+        assert np.array_equal(decoded(ours), decoded(whole))
+    else:
+        assert ours.read_bytes() == whole.read_bytes()
+    assert len(opened) == (1 if shape == "quiet" else 2)     # encoded once, or again scaled
     assert not (tmp_path / "spool.f32").exists()
 
 
