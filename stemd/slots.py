@@ -84,15 +84,18 @@ class Slot:
             return False
 
     def rss(self) -> int:
-        """Resident memory of the worker process and its children (ffmpeg)."""
+        """Resident memory of the worker process and its children (ffmpeg).
+
+        A child between fork and exec still shares the worker's pages, and psutil would
+        report them twice: children still running the worker's own program are skipped.
+        """
         if self.process is None or self.process.pid is None:
             return 0
         try:
             proc = psutil.Process(self.process.pid)
             total = proc.memory_info().rss
-            for child in proc.children(recursive=True):
-                total += child.memory_info().rss
-            return int(total)
+            name = proc.name()
+            return int(total + sum(_exec_child_rss(c, name) for c in proc.children(recursive=True)))
         except psutil.Error:
             return 0
 
@@ -155,3 +158,9 @@ def describe_exit(code: Optional[int]) -> str:
             return f"killed by signal {-code}"
     return f"exit code {code}"
 
+
+def _exec_child_rss(child: psutil.Process, worker_name: str) -> int:
+    try:
+        return 0 if child.name() == worker_name else int(child.memory_info().rss)
+    except psutil.Error:     # it ended meanwhile
+        return 0
