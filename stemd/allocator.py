@@ -13,14 +13,11 @@ required: without tcmalloc installed, ``auto`` leaves glibc's malloc.
 """
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import sysconfig
 from pathlib import Path
 from typing import MutableMapping, Optional
-
-log = logging.getLogger(__name__)
 
 NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
 LIB_DIRS = ("/usr/lib", "/usr/lib64", "/usr/local/lib", "/lib", "/lib64")

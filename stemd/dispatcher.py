@@ -316,7 +316,7 @@ class Dispatcher:
         if not free:
             return
         self.waiting = {}
-        busy_keys = {s.running.key for s in self._all_slots() if s.running}
+        busy_keys = self._busy_keys()
         for job in self.store.runnable(now):
             if not free:
                 return
@@ -348,16 +348,23 @@ class Dispatcher:
                 slot.send(("ahead", job.id, job.input, run.model, str(folder)))
 
     def _next_for(self, slot: Slot, model: str, now: float) -> Optional[Job]:
-        busy_keys = {s.running.key for s in self._all_slots() if s.running}
+        """The job ``slot`` would run next, if it is for ``model`` and will be separated."""
+        busy_keys = self._busy_keys()
         for job in self.store.runnable(now):
-            cached = job.key and (self.settings.publish.cache_dir / job.key).is_dir()
-            if (job.key and job.key in busy_keys) or cached or self._pick_slot(job, [slot]) is None:
+            if (job.key and job.key in busy_keys) or self._cached(job) \
+                    or self._pick_slot(job, [slot]) is None:
                 continue
             return job if job.options.get("model") == model else None
         return None
 
+    def _busy_keys(self) -> set[str]:
+        return {s.running.key for s in self._all_slots() if s.running}
+
+    def _cached(self, job: Job) -> bool:
+        return bool(job.key) and (self.settings.publish.cache_dir / job.key / "manifest.json").is_file()
+
     def _try_cache(self, job: Job, now: float) -> bool:
-        if not job.key or not (self.settings.publish.cache_dir / job.key / "manifest.json").is_file():
+        if not self._cached(job):
             return False
         if not self.store.claim(job.id, self.boot, -1, "cache", now):
             return True

@@ -4,18 +4,19 @@ Halfway through a job the dispatcher tells the worker which queued job it will
 probably run next (``("ahead", job_id, input, model, folder)``). The worker decodes
 that input on a thread into ``folder``, inside the job's work folder. When the next
 task arrives, the result is used only if it is for that job, the same model and an
-input that has not changed since; anything else is thrown away, and the task
+input that has not changed since (size, mtime, inode); anything else is thrown away, and the task
 decodes its input itself. Nothing depends on the hint: it only saves time.
 """
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+from .watch.entries import Signature, signature
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,7 @@ class Ahead:
     input: Path
     model: str
     folder: Path
-    stamp: Optional[tuple[int, int]]
-    thread: Optional[threading.Thread] = None
+    stamp: Optional[Signature]
     mix: Any = None                          # engine.PreparedMix once decoded
     error: Optional[str] = None
     done: threading.Event = field(default_factory=threading.Event)
@@ -41,11 +41,10 @@ class Lookahead:
 
     def start(self, model: Any, model_name: str, job_id: int, input: str, folder: str) -> None:
         self.discard()
-        ahead = Ahead(job_id, Path(input), model_name, Path(folder), _stamp(Path(input)))
-        ahead.thread = threading.Thread(target=_decode, args=(ahead, model),
-                                        name="stemd-lookahead", daemon=True)
+        ahead = Ahead(job_id, Path(input), model_name, Path(folder), signature(Path(input)))
         self.current = ahead
-        ahead.thread.start()
+        threading.Thread(target=_decode, args=(ahead, model), name="stemd-lookahead",
+                         daemon=True).start()
 
     def take(self, job_id: int, input: str, model_name: str) -> Any:
         """The decoded input for this task, or None (anything else is removed)."""
@@ -55,7 +54,7 @@ class Lookahead:
         ahead.done.wait()
         usable = (ahead.job_id == job_id and ahead.input == Path(input) and ahead.mix is not None
                   and ahead.model == model_name and ahead.mix.path.is_file()
-                  and _stamp(ahead.input) == ahead.stamp)
+                  and signature(ahead.input) == ahead.stamp)
         if usable:
             log.info("job %s: using the input decoded while the previous job ran (%.1f s saved)",
                      job_id, ahead.mix.seconds)
@@ -68,9 +67,6 @@ class Lookahead:
 
     def discard(self) -> None:
         self.take(-1, "", "")
-
-    def idle(self) -> bool:
-        return self.current is None
 
 
 def _decode(ahead: Ahead, model: Any) -> None:
@@ -88,10 +84,3 @@ def _decode(ahead: Ahead, model: Any) -> None:
 def _remove(ahead: Ahead) -> None:
     shutil.rmtree(ahead.folder, ignore_errors=True)
 
-
-def _stamp(path: Path) -> Optional[tuple[int, int]]:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns

@@ -265,11 +265,12 @@ def _history(cfg: MaintenanceConfig, store: Store, now: float, dry_run: bool,
 
 def _checkpoint(store: Store, errors: list[str]) -> None:
     try:
-        store.checkpoint()
+        truncated = store.checkpoint()
     except (sqlite3.Error, StemdError) as exc:
         errors.append(f"database checkpoint failed: {exc}")
     else:
-        log.debug("Database checkpointed and optimized.")
+        log.debug("Database optimized; WAL %s.", "checkpointed and truncated" if truncated
+                  else "in use, checkpointed as far as it could be (the next pass goes on)")
 
 
 def maybe_backup(store: Store, paths: MaintenancePaths, cfg: MaintenanceConfig,

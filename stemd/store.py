@@ -21,6 +21,7 @@ import sqlite_utils
 from .errors import StoreError
 
 SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 30000   # how long a statement waits for another connection's lock
 
 
 class State(str, enum.Enum):
@@ -200,9 +201,9 @@ class Store:
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout = 30000")
+            conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000,
+                                   isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             if not self.readonly:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
@@ -457,7 +458,7 @@ class Store:
         try:
             busy = self._execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         finally:
-            self._execute("PRAGMA busy_timeout = 30000")
+            self._execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         return not busy
 
     def backup(self, dest: Path) -> None:

@@ -10,6 +10,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from stemd.watch.names import BUSY_SIDECARS
 from stemd.watch.spec import InboxSpec
@@ -79,6 +80,14 @@ def tail_is_zero(path: Path, size: int, follow: bool) -> bool:
 def has_busy_sidecar(path: Path) -> bool:
     """True while a downloader's control file (``name.aria2``) sits next to the file."""
     return any(os.path.lexists(f"{path}{suffix}") for suffix in BUSY_SIDECARS)
+
+
+def signature(path: Path) -> Optional[Signature]:
+    """Size, mtime and inode of the file ``path`` points to; None when it cannot be read."""
+    try:
+        return _signature(os.stat(path))
+    except OSError:
+        return None
 
 
 def _signature(st: os.stat_result) -> Signature:

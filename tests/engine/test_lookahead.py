@@ -28,7 +28,7 @@ def test_another_job_or_model_throws_the_decoded_input_away(tiny, make_wav, tmp_
         folder = tmp_path / f"ahead-{job_id}-{model}"
         ahead.start(tiny, "tiny", 7, str(track), str(folder))
         assert ahead.take(job_id, str(track), model) is None
-        assert not folder.exists() and ahead.idle()
+        assert not folder.exists() and ahead.current is None
 
 
 def test_an_input_changed_after_decoding_ahead_is_decoded_again(tiny, make_wav, tmp_path):
