@@ -315,7 +315,7 @@ class Dispatcher:
         free = [s for s in self.slots if s.running is None]
         if not free:
             return
-        self.waiting = {}
+        self.waiting, self.paused_reason = {}, None
         busy_keys = self._busy_keys()
         for job in self.store.runnable(now):
             if not free:

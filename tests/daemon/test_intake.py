@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from audio import make_track, write_wav, synth
+from daemon_harness import stemd
 
 
 def test_same_file_twice_is_one_job_and_again_later_is_served_from_cache(make_daemon, tmp_path):
@@ -107,4 +108,17 @@ def test_low_disk_space_pauses_dispatch_and_resumes(make_daemon, tmp_path):
     daemon.config.write_text(text)
     daemon.signal(signal.SIGHUP)
     daemon.wait_jobs(1, ("done",), timeout=60)
-    assert not daemon.status()["dispatcher"]["paused"]
+    # the status file is rewritten once a second: the pause note must go with the next one
+    daemon.wait_for(lambda: not daemon.status()["dispatcher"]["paused"], 5,
+                    "the pause note to leave the status")
+
+
+def test_pause_note_goes_when_no_job_waits_for_space(make_daemon, tmp_path):
+    daemon = make_daemon(maintenance={"min_free": "1000TB"})
+    make_track(tmp_path / "inbox" / "a.wav", 1.0)
+    daemon.wait_for(lambda: (daemon.status() or {}).get("dispatcher", {}).get("paused"), 30,
+                    "dispatch to pause")
+    job = daemon.jobs()[0]
+    assert stemd(daemon.config, "cancel", str(job["id"])).returncode == 0
+    daemon.wait_for(lambda: not daemon.status()["dispatcher"]["paused"], 10,
+                    "the pause note to leave the status once nothing waits")
