@@ -4,7 +4,7 @@ For each bag member and each shift, apply_model splits the (shifted) track into
 segments of ``segment_length`` every ``stride`` samples, runs each on a centred,
 zero-padded window of ``valid_length`` samples, and averages the overlapping
 outputs with a triangular weight. Here every such segment becomes a ``Segment``
-in track coordinates, carrying its final per-sample weight: the triangle divided
+in track coordinates, whose final per-sample weight is the triangle divided
 by the total weight of its own pass at each sample, so the passes can share one
 accumulator. Random shift offsets are drawn from ``random`` in apply_model's order
 (member by member, shift by shift), so a seeded run matches it.
@@ -20,15 +20,6 @@ import torch
 ValidLength = Callable[[int], int]
 
 
-@dataclass(frozen=True, eq=False)
-class Segment:
-    member: int
-    start: int                                 # track coordinate of output sample 0
-    length: int                                # output samples kept (center-trimmed)
-    window: int                                # model input length (valid_length)
-    weight: torch.Tensor                       # [length] overlap-add weight, normalized
-
-
 @dataclass(frozen=True)
 class Pass:
     member: int
@@ -39,6 +30,24 @@ class Pass:
 
     def starts(self) -> range:
         return range(self.base, self.length, self.stride)
+
+
+@dataclass(frozen=True, eq=False)
+class Segment:
+    member: int
+    start: int                                 # track coordinate of output sample 0
+    length: int                                # output samples kept (center-trimmed)
+    window: int                                # model input length (valid_length)
+    owner: Pass                                # shared by the pass's segments
+    tri: torch.Tensor                          # the pass's triangle, shared
+
+    def weight(self) -> torch.Tensor:
+        """``[length]`` overlap-add weight, normalized by the pass's total weight.
+
+        Computed when needed, not stored: a plan holds every segment of the track and a
+        weight is as long as a segment (1.4 MB for htdemucs)."""
+        den = _pass_weight(self.owner, self.tri, self.start, self.start + self.length)
+        return self.tri[:self.length] / den
 
 
 def triangle(segment_length: int, transition_power: float = 1.0) -> torch.Tensor:
@@ -68,12 +77,11 @@ def passes_for(member: int, bases: Sequence[int], segment_length: int, overlap: 
 
 
 def segments_of(one: Pass, valid_length: ValidLength, tri: torch.Tensor) -> list[Segment]:
-    """The pass's segments in order, each with its normalized weight."""
+    """The pass's segments in order (each computes its normalized weight when asked)."""
     out = []
     for start in one.starts():
         n = min(one.segment_length, one.length - start)
-        den = _pass_weight(one, tri, start, start + n)
-        out.append(Segment(one.member, start, n, valid_length(n), tri[:n] / den))
+        out.append(Segment(one.member, start, n, valid_length(n), one, tri))
     return out
 
 

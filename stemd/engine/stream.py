@@ -155,7 +155,7 @@ class StreamRunner:
         for seg, item in zip(segs, out):
             trim = (item.shape[-1] - seg.length) // 2
             kept = item[plan.needed, :, trim: trim + seg.length]
-            acc.add(seg.start, kept * seg.weight * factor)
+            acc.add(seg.start, kept * seg.weight() * factor)
 
     def _release(self, acc: OverlapAdd, plan: StreamPlan, emitted: int, emit: EmitFn) -> int:
         upto = plan.frontier()
