@@ -38,6 +38,15 @@ def find_tcmalloc() -> Optional[Path]:
     return None
 
 
+def check_setting(setting: str) -> str:
+    """``setting`` when it is ``auto``, ``system`` or an existing file; else ValueError."""
+    if setting not in ("auto", "system") and not Path(setting).is_file():
+        raise ValueError(f"allocator {setting!r} is neither \"auto\", \"system\" nor an "
+                         "existing file; set it to one of those two, or to the path of a "
+                         "malloc library such as libtcmalloc_minimal.so.4")
+    return setting
+
+
 def resolve(setting: str) -> Optional[Path]:
     """``auto`` -> tcmalloc if installed; ``system`` -> None; otherwise the given library."""
     if setting == "system":

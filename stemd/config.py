@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .allocator import check_setting
 from .engine.types import OutputFormat, SeparationOptions
 from .errors import ConfigError
 from .units import parse_duration, parse_size
@@ -107,10 +108,7 @@ class WorkersConfig(_Section):
     @field_validator("allocator")
     @classmethod
     def _check_allocator(cls, value: str) -> str:
-        if value not in ("auto", "system") and not Path(value).is_file():
-            raise ValueError(f"allocator {value!r} is neither \"auto\", \"system\" nor an "
-                             "existing library file")
-        return value
+        return check_setting(value)
 
 
 class MaintenanceConfig(_Section):

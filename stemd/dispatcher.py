@@ -33,6 +33,7 @@ LOOKAHEAD_AT = 50.0   # percent of a job done when its worker starts decoding th
 
 SpaceCheckFn = Callable[[Job], Optional[str]]   # None = enough space, else why not
 PRESSURE_BACKOFF = 30.0                          # seconds before a job stopped for memory may start again
+RECHECK_WAITING = 2.0   # seconds between checks while the first job waits for memory or disk space
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Dispatcher:
         self.model_stems: dict[str, int] = {}     # model -> stems it produces, once seen
         self._estimates: dict[int, int] = {}
         self._retiring: list[Slot] = []
+        self._hold: tuple[float, int] = (0.0, 0)   # (until, free slots) while a job waits
         self._resize(gpus, cpu_slots, threads)
 
     # -- slots -----------------------------------------------------------------------
@@ -103,6 +105,7 @@ class Dispatcher:
                     threads: int) -> None:
         """Apply a reloaded config; busy slots that go away finish their job first."""
         self.settings = settings
+        self._hold = (0.0, 0)
         self._resize(gpus, cpu_slots, threads)
 
     # -- the step ------------------------------------------------------------------------
@@ -313,7 +316,7 @@ class Dispatcher:
     # -- dispatch -----------------------------------------------------------------------------
     def _dispatch(self, now: float) -> None:
         free = [s for s in self.slots if s.running is None]
-        if not free:
+        if not free or self._holding(now, len(free)):
             return
         self.waiting, self.paused_reason = {}, None
         busy_keys = self._busy_keys()
@@ -330,10 +333,17 @@ class Dispatcher:
                 self.waiting[job.id] = self._no_slot_reason(job)
                 continue
             if not self._admit(job, slot, now):
+                self._hold = (now + RECHECK_WAITING, len(free))
                 return   # first in, first out: later jobs wait behind this one
             if self._start(job, slot, now):
                 free.remove(slot)
                 busy_keys.add(job.key)
+
+    def _holding(self, now: float, free: int) -> bool:
+        """While the first job waits for memory or space, check again every few seconds,
+        not on every step; at once when a slot has come free."""
+        until, free_then = self._hold
+        return now < until and free <= free_then
 
     def _look_ahead(self, now: float) -> None:
         """Halfway through a job, tell its worker which input to decode next."""

@@ -83,6 +83,40 @@ def test_auto_device_prefers_a_free_gpu_slot_then_cpu(tmp_path: Path) -> None:
     assert dispatcher._pick_slot(forced, [gpu, cpu]) is cpu     # after a GPU out-of-memory
 
 
+def test_a_job_waiting_for_space_is_checked_every_few_seconds_not_every_step(tmp_path: Path) -> None:
+    """The real dispatcher: the space check is the waiting job's cost; it runs again after
+    RECHECK_WAITING, and the job starts on the first check that finds space."""
+    from stemd.config import Config
+    from stemd.dispatcher import RECHECK_WAITING
+    config = Config(daemon={"state_dir": str(tmp_path)}, outbox={"path": str(tmp_path / "out")})
+    store = Store(tmp_path / "db.sqlite3")
+    checks: list[float] = []
+    space = {"reason": "Low disk space (test)"}
+
+    def check(job: Any) -> Any:
+        checks.append(now)
+        return space["reason"]
+
+    dispatcher = Dispatcher(store, DispatchSettings.from_config(config), "boot", [], 1, 1,
+                            space_check=check)
+    job_id = store.add_job(NewJob(key="k", input="/a.wav", profile="default", options={}))
+    try:
+        for step in range(40):                       # 10 s of steps, 4 a second
+            now = 1000.0 + step * 0.25
+            dispatcher.loop(now)
+        assert 10 / RECHECK_WAITING - 1 <= len(checks) <= 10 / RECHECK_WAITING + 1
+        assert dispatcher.waiting[job_id] == "Low disk space (test)"
+        assert dispatcher.snapshot()["paused"] == "Low disk space (test)"
+        space["reason"] = None
+        for step in range(40, 50):
+            now = 1000.0 + step * 0.25
+            dispatcher.loop(now)
+        assert store.get(job_id).state.value != "queued"
+        assert checks[-1] - checks[-2] <= RECHECK_WAITING + 0.25
+    finally:
+        dispatcher.stop_all("test over")
+
+
 def test_cpu_slot_plan_sets_threads_explicitly() -> None:
     from stemd.devices import plan_slots
     plan = plan_slots(WorkersConfig(gpu=0, cpu=2, threads=0), accel={"cuda": 0})
