@@ -33,10 +33,11 @@ def tiny(tiny_repo: Path) -> LoadedModel:
 
 @pytest.fixture()
 def make_wav(tmp_path: Path) -> Callable[..., Path]:
-    """``make_wav(seconds, rate=44100, channels=2, seed=0)`` -> a 16-bit wav of noise and tones."""
+    """``make_wav(seconds, rate=44100, channels=2, seed=0, amplitude=1)`` -> a 16-bit wav of
+    noise and tones."""
     def make(seconds: float, rate: int = 44100, channels: int = 2, seed: int = 0,
-             name: str = "track.wav") -> Path:
-        return write_wav(tmp_path / name, synth(seconds, rate, channels, seed), rate)
+             name: str = "track.wav", amplitude: float = 1.0) -> Path:
+        return write_wav(tmp_path / name, amplitude * synth(seconds, rate, channels, seed), rate)
     return make
 
 

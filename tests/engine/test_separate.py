@@ -110,3 +110,32 @@ def test_plan_memory_does_not_grow_with_track_length(tiny: LoadedModel) -> None:
     short, long = tensor_bytes(60 * 44100), tensor_bytes(3600 * 44100)
     assert long[0] > 50 * short[0]
     assert long[1] == short[1]
+
+
+@pytest.mark.parametrize("clip", ["clamp", "rescale"])
+def test_stems_are_encoded_while_the_model_still_runs(tiny: LoadedModel,
+                                                      make_wav: Callable[..., Path],
+                                                      tmp_path: Path, clip: str) -> None:
+    """Halfway through the model's work the stem files already hold samples: the
+    encoder thread keeps up with the model instead of starting after it."""
+    import time
+    from stemd.engine import separate
+    from stemd.engine.types import SeparationOptions
+    out = tmp_path / "o"
+    seen: list[int] = []
+
+    def progress(fraction: float) -> None:
+        if seen or not 0.5 <= fraction < 0.9:
+            return
+        deadline = time.monotonic() + 10       # the model waits while this looks
+        while time.monotonic() < deadline:
+            seen[:] = [p.stat().st_size for p in out.glob("*.wav")]
+            if len(seen) == 4 and min(seen) > 44:
+                return
+            time.sleep(0.01)
+
+    # a quiet mix keeps every stem below rescale's limit, so rescale streams too
+    separate(tiny, make_wav(24.0, amplitude=0.01), SeparationOptions(clip=clip), out,
+             lambda s: f"{s}.wav", progress, tmp_path / "w")
+    assert len(seen) == 4 and min(seen) > 44, f"stem sizes halfway: {seen}"
+    assert all(p.stat().st_size > max(seen) for p in out.glob("*.wav"))
