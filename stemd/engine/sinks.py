@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -111,8 +112,7 @@ class SinkPump:
         self._queue.put(None)
         self._thread.join()
         self._raise()
-        for sink in self.sinks.values():
-            sink.close()
+        _close_all(list(self.sinks.values()))
 
     def abort(self) -> None:
         if self._thread.is_alive():
@@ -137,3 +137,13 @@ class SinkPump:
     def _raise(self) -> None:
         if self._error is not None:
             raise self._error
+
+
+def _close_all(sinks: list["DirectSink | RescaleSink"]) -> None:
+    """Close the sinks side by side: a stem that needs scaling is encoded again from its
+    spool on close, and several such stems share the job's tail instead of queueing."""
+    with ThreadPoolExecutor(max_workers=max(1, len(sinks)),
+                            thread_name_prefix="stemd-close") as pool:
+        closing = [pool.submit(sink.close) for sink in sinks]
+    for done in closing:
+        done.result()

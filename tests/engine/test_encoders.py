@@ -105,3 +105,50 @@ def test_rescale_is_whole_stem(tmp_path: Path) -> None:
     path = write_chunked(tmp_path / "s.wav", OutputFormat("wav", "float32"), wav, "rescale",
                          tmp_path)
     assert np.allclose(read_wav(path), (wav / (1.01 * 3.0)).numpy(), atol=1e-7)
+
+
+def _pump_of_loud_stems(out: Path, spools: Path, fmt: OutputFormat, count: int = 4,
+                        seconds: float = 2.3) -> tuple["SinkPump", dict[str, torch.Tensor]]:
+    from functools import partial
+    from stemd.engine.sinks import SinkPump
+    stems = {f"s{n}": loud_stem(seconds=seconds, peak=1.2 + n, at=100 * n) for n in range(count)}
+    frames = next(iter(stems.values())).shape[1]
+    sinks = {name: RescaleSink(partial(open_encoder, out / f"{name}.{fmt.kind}", fmt, RATE, 2,
+                                       frames), spools / f"{name}.f32", 2) for name in stems}
+    pump = SinkPump(sinks)
+    for start in range(0, frames, 30000):
+        pump.put({name: wav[:, start:start + 30000].clone() for name, wav in stems.items()})
+    return pump, stems
+
+
+def test_several_stems_needing_scaling_are_each_encoded_right(tmp_path: Path) -> None:
+    """The stems that are encoded again at the end (side by side) each equal demucs's
+    whole-stem rescale."""
+    fmt, kwargs = FORMATS["wav16"]
+    pump, stems = _pump_of_loud_stems(tmp_path, tmp_path, fmt)
+    pump.finish()
+    for name, wav in stems.items():
+        whole = tmp_path / f"whole-{name}.wav"
+        save_audio(wav.clone(), whole, RATE, clip="rescale", **kwargs)
+        assert (tmp_path / f"{name}.wav").read_bytes() == whole.read_bytes()
+    assert not list(tmp_path.glob("*.f32"))
+
+
+def test_a_disk_filling_up_while_stems_are_encoded_again_leaves_no_stem(tmp_path: Path) -> None:
+    """A real full disk (a small tmpfs) during the final encodes: the error is the disk's,
+    and after the abort no stem and no spool is left."""
+    out = tmp_path / "small"
+    out.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(out)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        pump, _ = _pump_of_loud_stems(out, tmp_path, FORMATS["wav16"][0], seconds=6.0)
+        with pytest.raises(OSError) as caught:
+            pump.finish()                    # 4 stems of 1 MB each into 2 MB
+        assert caught.value.errno == 28      # ENOSPC
+        pump.abort()
+        assert list(out.iterdir()) == [] and not list(tmp_path.glob("*.f32"))
+    finally:
+        subprocess.run(["umount", "-l", str(out)], check=False)
