@@ -51,8 +51,11 @@ class _FileEncoder:
     _file: BinaryIO
 
     def abort(self) -> None:
-        self._file.close()
         self.path.unlink(missing_ok=True)
+        try:
+            self._file.close()
+        except OSError:      # a full disk cannot take the buffered rest; the file is gone
+            pass
 
 
 class WavEncoder(_FileEncoder):

@@ -87,11 +87,14 @@ class RescaleSink:
         encoder.close()
 
     def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
         self.spool.unlink(missing_ok=True)
         if self.encoder is not None:
             self.encoder.abort()
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except OSError:  # a full disk cannot take the buffered rest; the spool is gone
+                pass
 
 
 class SinkPump:

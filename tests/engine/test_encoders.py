@@ -115,10 +115,13 @@ def _pump_of_loud_stems(out: Path, spools: Path, fmt: OutputFormat, count: int =
     frames = next(iter(stems.values())).shape[1]
     sinks = {name: RescaleSink(partial(open_encoder, out / f"{name}.{fmt.kind}", fmt, RATE, 2,
                                        frames), spools / f"{name}.f32", 2) for name in stems}
-    pump = SinkPump(sinks)
+    return SinkPump(sinks), stems
+
+
+def _feed(pump: "SinkPump", stems: dict[str, torch.Tensor]) -> None:
+    frames = next(iter(stems.values())).shape[1]
     for start in range(0, frames, 30000):
         pump.put({name: wav[:, start:start + 30000].clone() for name, wav in stems.items()})
-    return pump, stems
 
 
 def test_several_stems_needing_scaling_are_each_encoded_right(tmp_path: Path) -> None:
@@ -126,6 +129,7 @@ def test_several_stems_needing_scaling_are_each_encoded_right(tmp_path: Path) ->
     whole-stem rescale."""
     fmt, kwargs = FORMATS["wav16"]
     pump, stems = _pump_of_loud_stems(tmp_path, tmp_path, fmt)
+    _feed(pump, stems)
     pump.finish()
     for name, wav in stems.items():
         whole = tmp_path / f"whole-{name}.wav"
@@ -134,21 +138,25 @@ def test_several_stems_needing_scaling_are_each_encoded_right(tmp_path: Path) ->
     assert not list(tmp_path.glob("*.f32"))
 
 
-def test_a_disk_filling_up_while_stems_are_encoded_again_leaves_no_stem(tmp_path: Path) -> None:
-    """A real full disk (a small tmpfs) during the final encodes: the error is the disk's,
-    and after the abort no stem and no spool is left."""
-    out = tmp_path / "small"
-    out.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(out)],
+@pytest.mark.parametrize("full", ["stems", "spools"])
+def test_a_disk_filling_up_leaves_no_stem_and_no_spool(tmp_path: Path, full: str) -> None:
+    """A real full disk (a small tmpfs) under the stems (while they are encoded again at
+    the end) or under the spools (while the samples arrive): the error is the disk's, and
+    after the abort no stem and no spool is left."""
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)],
                              capture_output=True)
     if mounted.returncode != 0:
         pytest.skip("mounting a tmpfs needs root")
+    out, spools = (small, tmp_path) if full == "stems" else (tmp_path, small)
     try:
-        pump, _ = _pump_of_loud_stems(out, tmp_path, FORMATS["wav16"][0], seconds=6.0)
-        with pytest.raises(OSError) as caught:
-            pump.finish()                    # 4 stems of 1 MB each into 2 MB
-        assert caught.value.errno == 28      # ENOSPC
+        pump, stems = _pump_of_loud_stems(out, spools, FORMATS["wav16"][0], seconds=6.0)
+        with pytest.raises(OSError) as caught:   # 4 stems of 1 MB (spools 2 MB) into 2 MB
+            _feed(pump, stems)
+            pump.finish()
+        assert caught.value.errno == 28          # ENOSPC
         pump.abort()
-        assert list(out.iterdir()) == [] and not list(tmp_path.glob("*.f32"))
+        assert not list(out.glob("*.wav")) and not list(spools.glob("*.f32"))
     finally:
-        subprocess.run(["umount", "-l", str(out)], check=False)
+        subprocess.run(["umount", "-l", str(small)], check=False)
