@@ -333,7 +333,8 @@ class Dispatcher:
                 self.waiting[job.id] = self._no_slot_reason(job)
                 continue
             if not self._admit(job, slot, now):
-                self._hold = (now + RECHECK_WAITING, len(free))
+                if job.id in self.waiting:          # not failed outright: it waits
+                    self._hold = (now + RECHECK_WAITING, len(free))
                 return   # first in, first out: later jobs wait behind this one
             if self._start(job, slot, now):
                 free.remove(slot)
