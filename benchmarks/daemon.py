@@ -51,9 +51,9 @@ def run_daemon(folder: Path, repo: Path, files: list[Path], device: str, malloc:
     shutil.rmtree(folder, ignore_errors=True)
     (folder / "inbox").mkdir(parents=True)
     config = write_config(folder, repo, device, malloc)
-    log = open(folder / "daemon.log", "wb")                  # kept for a look afterwards
-    daemon = subprocess.Popen([sys.executable, "-m", "stemd", "--config", str(config), "run"],
-                              stdout=log, stderr=log, env=env)
+    with open(folder / "daemon.log", "wb") as log:           # kept for a look afterwards
+        daemon = subprocess.Popen([sys.executable, "-m", "stemd", "--config", str(config),
+                                   "run"], stdout=log, stderr=log, env=env)
     try:
         _wait(lambda: (folder / "state" / "status.json").exists(), 120)
         staged = [shutil.copy(f, folder / f".{f.name}") for f in files]
@@ -67,7 +67,6 @@ def run_daemon(folder: Path, repo: Path, files: list[Path], device: str, malloc:
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(120)
-        log.close()
 
 
 def _done(folder: Path) -> int:

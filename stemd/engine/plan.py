@@ -34,11 +34,10 @@ class Pass:
 
 @dataclass(frozen=True, eq=False)
 class Segment:
-    member: int
     start: int                                 # track coordinate of output sample 0
     length: int                                # output samples kept (center-trimmed)
     window: int                                # model input length (valid_length)
-    owner: Pass                                # shared by the pass's segments
+    owner: Pass                                # shared by the pass's segments (its member)
     tri: torch.Tensor                          # the pass's triangle, shared
 
     def weight(self) -> torch.Tensor:
@@ -81,7 +80,7 @@ def segments_of(one: Pass, valid_length: ValidLength, tri: torch.Tensor) -> list
     out = []
     for start in one.starts():
         n = min(one.segment_length, one.length - start)
-        out.append(Segment(one.member, start, n, valid_length(n), one, tri))
+        out.append(Segment(start, n, valid_length(n), one, tri))
     return out
 
 
