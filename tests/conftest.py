@@ -53,3 +53,24 @@ def make_daemon(tmp_path: Path, model_repo: Path) -> Iterator[Callable[..., Daem
             daemon.stop(timeout=30)
         except Exception:
             daemon.kill()
+
+
+@pytest.fixture
+def mount_tmpfs() -> Iterator[Callable[[Path, str], Path]]:
+    """``mount_tmpfs(folder, "2m")``: a small real filesystem on ``folder`` that fills up
+    (unmounted after the test). Skips the test without the right to mount (root)."""
+    import subprocess
+    mounted: list[Path] = []
+
+    def mount(folder: Path, size: str) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                              capture_output=True)
+        if done.returncode != 0:
+            pytest.skip("mounting a tmpfs needs root (mount: " + done.stderr.decode().strip() + ")")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,15 +12,8 @@ from audio import make_track
 
 
 @pytest.fixture
-def small_outbox(tmp_path: Path):
-    outbox = tmp_path / "outbox"
-    outbox.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(outbox)],
-                             capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip("mounting a tmpfs needs root (mount: " + mounted.stderr.decode().strip() + ")")
-    yield outbox
-    subprocess.run(["umount", "-l", str(outbox)], check=False)
+def small_outbox(tmp_path: Path, mount_tmpfs):
+    return mount_tmpfs(tmp_path / "outbox", "48m")
 
 
 def _fill(folder: Path) -> Path:

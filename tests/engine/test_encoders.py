@@ -139,24 +139,17 @@ def test_several_stems_needing_scaling_are_each_encoded_right(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("full", ["stems", "spools"])
-def test_a_disk_filling_up_leaves_no_stem_and_no_spool(tmp_path: Path, full: str) -> None:
+def test_a_disk_filling_up_leaves_no_stem_and_no_spool(tmp_path: Path, full: str,
+                                                       mount_tmpfs) -> None:
     """A real full disk (a small tmpfs) under the stems (while they are encoded again at
     the end) or under the spools (while the samples arrive): the error is the disk's, and
     after the abort no stem and no spool is left."""
-    small = tmp_path / "small"
-    small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)],
-                             capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip("mounting a tmpfs needs root")
+    small = mount_tmpfs(tmp_path / "small", "2m")
     out, spools = (small, tmp_path) if full == "stems" else (tmp_path, small)
-    try:
-        pump, stems = _pump_of_loud_stems(out, spools, FORMATS["wav16"][0], seconds=6.0)
-        with pytest.raises(OSError) as caught:   # 4 stems of 1 MB (spools 2 MB) into 2 MB
-            _feed(pump, stems)
-            pump.finish()
-        assert caught.value.errno == 28          # ENOSPC
-        pump.abort()
-        assert not list(out.glob("*.wav")) and not list(spools.glob("*.f32"))
-    finally:
-        subprocess.run(["umount", "-l", str(small)], check=False)
+    pump, stems = _pump_of_loud_stems(out, spools, FORMATS["wav16"][0], seconds=6.0)
+    with pytest.raises(OSError) as caught:       # 4 stems of 1 MB (spools 2 MB) into 2 MB
+        _feed(pump, stems)
+        pump.finish()
+    assert caught.value.errno == 28              # ENOSPC
+    pump.abort()
+    assert not list(out.glob("*.wav")) and not list(spools.glob("*.f32"))
