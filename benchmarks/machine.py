@@ -28,7 +28,7 @@ def describe(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _malloc(setting: str) -> str:
-    from stemd.allocator import resolve
+    from stemd.worker.allocator import resolve
     library = resolve(setting)
     return f"{library.name} (preloaded)" if library else "glibc (system)"
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from stemd.allocator import preload
+from stemd.worker.allocator import preload
 
 from .machine import describe
 from .measure import Measured, measure, measure_parallel

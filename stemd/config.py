@@ -13,10 +13,10 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .allocator import check_setting
-from .engine.types import OutputFormat, SeparationOptions
-from .errors import ConfigError
-from .units import parse_duration, parse_size
+from stemd.worker.allocator import check_setting
+from stemd.engine.types import OutputFormat, SeparationOptions
+from stemd.errors import ConfigError
+from stemd.units import parse_duration, parse_size
 
 if sys.version_info >= (3, 11):
     import tomllib

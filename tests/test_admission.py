@@ -1,7 +1,7 @@
 """Memory estimates, admission and deadlines, from measured past jobs."""
 from __future__ import annotations
 
-from stemd.admission import Budget, admit, deadline_seconds, estimate_peak, speed
+from stemd.dispatch.admission import Budget, admit, deadline_seconds, estimate_peak, speed
 
 GIB = 1 << 30
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from stemd import allocator
+from stemd.worker import allocator
 from stemd.config import load_config
 from stemd.errors import ConfigError
 
 TCMALLOC = allocator.find_tcmalloc()
-IN_USE = "from stemd.allocator import in_use; print(in_use())"
+IN_USE = "from stemd.worker.allocator import in_use; print(in_use())"
 
 
 def _child_malloc(env: dict[str, str]) -> str:

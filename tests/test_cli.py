@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from daemon_harness import base_config, ROOT, env_for_tests, stemd, write_config
-from stemd.cli import build_parser
-from stemd.store import NewJob, State, Store
+from stemd.cli.main import build_parser
+from stemd.jobs.store import NewJob, State, Store
 
 JOB_FIELDS = {"id", "state", "input", "profile", "attempts", "error", "output_dir",
               "created_at", "finished_at", "progress"}
@@ -149,7 +149,7 @@ def test_service_print_renders_this_installation(config: Path) -> None:
 
 def test_service_install_writes_the_unit_and_says_what_next(config: Path, tmp_path: Path) -> None:
     from stemd.config import load_config
-    from stemd.servicecli import service_command
+    from stemd.cli.service import service_command
     root = tmp_path / "root"
     assert service_command(load_config(config), config, "install", "user", root=root) == 0
     units = list(root.rglob("stemd.service"))

@@ -8,8 +8,8 @@ import pytest
 from audio import make_track
 from stemd.config import ProfileConfig
 from stemd.engine import probe
-from stemd.intake import Arrival, Intake, IntakeSettings, job_key
-from stemd.store import State, Store
+from stemd.jobs.intake import Arrival, Intake, IntakeSettings, job_key
+from stemd.jobs.store import State, Store
 
 
 @pytest.fixture

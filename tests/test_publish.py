@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from stemd.inputs import after_success, move_to_failed, unique_path
-from stemd.naming import render_stem_path, track_dir
-from stemd.publish import find_published, publish, write_manifest
+from stemd.jobs.inputs import after_success, move_to_failed, unique_path
+from stemd.output.naming import render_stem_path, track_dir
+from stemd.output.publish import find_published, publish, write_manifest
 
 
 def _staged(root: Path, name: str = "song", content: str = "new") -> Path:

@@ -8,8 +8,8 @@ import time
 import psutil
 
 from stemd.engine.types import ModelSource
-from stemd.slots import Slot
-from stemd.worker import WorkerSpec
+from stemd.dispatch.slots import Slot
+from stemd.worker.process import WorkerSpec
 
 PARENT = """
 import os, subprocess, sys, time

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from stemd.status import render_status
+from stemd.daemon.status import render_status
 
 
 def test_status_shows_slots_progress_waits_disk_and_failures() -> None:

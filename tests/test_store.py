@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stemd.errors import StoreError
-from stemd.store import SCHEMA_VERSION, NewJob, State, Store
+from stemd.jobs.store import SCHEMA_VERSION, NewJob, State, Store
 
 
 @pytest.fixture

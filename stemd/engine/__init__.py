@@ -11,12 +11,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .catalog import fetch_model, import_model, list_models
-    from .mixfile import PreparedMix
-    from .models import KNOWN_MODELS, LoadedModel, ModelInfo, load_model, resolve_model
-    from .probing import probe
-    from .process import trim_heap, tune_process
-    from .separation import check_options, prepare_input, separate
+    from stemd.engine.catalog import fetch_model, import_model, list_models
+    from stemd.engine.mixfile import PreparedMix
+    from stemd.engine.models import KNOWN_MODELS, LoadedModel, ModelInfo, load_model, resolve_model
+    from stemd.engine.probing import probe
+    from stemd.engine.process import trim_heap, tune_process
+    from stemd.engine.separation import check_options, prepare_input, separate
 
 _HOMES = {
     "fetch_model": "catalog", "import_model": "catalog", "list_models": "catalog",

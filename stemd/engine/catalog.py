@@ -7,11 +7,11 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from ..errors import InputError, ModelUnavailable
-from . import hub
-from .layout import BagSpec, bag_names, read_bag
-from .models import KNOWN_MODELS, ModelInfo, load_model, missing_hint, resolve_model
-from .types import ModelSource
+from stemd.errors import InputError, ModelUnavailable
+from stemd.engine import hub
+from stemd.engine.layout import BagSpec, bag_names, read_bag
+from stemd.engine.models import KNOWN_MODELS, ModelInfo, load_model, missing_hint, resolve_model
+from stemd.engine.types import ModelSource
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from typing import BinaryIO, Optional, Protocol
 import numpy as np
 import torch
 
-from ..errors import DiskFull, EngineError
-from .types import OutputFormat
+from stemd.errors import DiskFull, EngineError
+from stemd.engine.types import OutputFormat
 
 log = logging.getLogger(__name__)
 

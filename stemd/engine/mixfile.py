@@ -17,10 +17,10 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import InputError
-from .rawfile import RawReader, RawWriter
-from .resample import ChunkedResampler
-from .types import AudioInfo
+from stemd.errors import InputError
+from stemd.engine.rawfile import RawReader, RawWriter
+from stemd.engine.resample import ChunkedResampler
+from stemd.engine.types import AudioInfo
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ from typing import Any, Optional
 
 import torch
 
-from ..errors import InvalidOption, ModelUnavailable
-from . import hub
-from .process import tune_process
-from .layout import BagSpec, member_file, read_bag, safetensors_sources
-from .trust import check_pickle_trusted
-from .types import ModelSource
+from stemd.errors import InvalidOption, ModelUnavailable
+from stemd.engine import hub
+from stemd.engine.process import tune_process
+from stemd.engine.layout import BagSpec, member_file, read_bag, safetensors_sources
+from stemd.engine.trust import check_pickle_trusted
+from stemd.engine.types import ModelSource
 
 log = logging.getLogger(__name__)
 

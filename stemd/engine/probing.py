@@ -12,8 +12,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from .types import AudioInfo
+from stemd.errors import InputError
+from stemd.engine.types import AudioInfo
 
 log = logging.getLogger(__name__)
 

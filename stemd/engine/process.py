@@ -6,7 +6,7 @@ Two settings, both measured on the full-size htdemucs on 2 cores (docs/benchmark
   "native MHA fast path", which materialises the whole attention matrix (the freq
   branch has thousands of tokens): 3.67 s -> 3.19 s per 7.8 s segment, output equal
   to 143 dB SDR.
-* The allocator is chosen before the process starts (``stemd.allocator``: tcmalloc when
+* The allocator is chosen before the process starts (``stemd.worker.allocator``: tcmalloc when
   installed). Under glibc the dynamic mmap threshold is left alone, which is glibc's
   fastest (pinning it low made every large activation a fresh mmap: 2.8 s -> 5.4 s per
   segment). Either way ``trim_heap`` hands freed memory back to the system after each

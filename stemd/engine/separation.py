@@ -9,17 +9,17 @@ from typing import Callable, Optional
 
 import torch
 
-from ..errors import EngineError, InvalidOption, OutOfMemory, StemdError
-from .device import Runner, auto_batch_size, is_out_of_memory
-from .encoders import disk_full, is_disk_full, open_encoder
-from .mixfile import PreparedMix, prepare_mix
-from .models import LoadedModel
-from .probing import probe
-from .rawfile import RawReader
-from .sinks import DirectSink, RescaleSink, SinkPump
-from .stems import StemLayout, stem_layout
-from .stream import MixWindows, StreamRunner, build_plan
-from .types import ProgressFn, SeparationOptions, SeparationResult
+from stemd.errors import EngineError, InvalidOption, OutOfMemory, StemdError
+from stemd.engine.device import Runner, auto_batch_size, is_out_of_memory
+from stemd.engine.encoders import disk_full, is_disk_full, open_encoder
+from stemd.engine.mixfile import PreparedMix, prepare_mix
+from stemd.engine.models import LoadedModel
+from stemd.engine.probing import probe
+from stemd.engine.rawfile import RawReader
+from stemd.engine.sinks import DirectSink, RescaleSink, SinkPump
+from stemd.engine.stems import StemLayout, stem_layout
+from stemd.engine.stream import MixWindows, StreamRunner, build_plan
+from stemd.engine.types import ProgressFn, SeparationOptions, SeparationResult
 
 log = logging.getLogger(__name__)
 

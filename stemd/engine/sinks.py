@@ -17,8 +17,8 @@ from typing import Callable, Optional
 
 import torch
 
-from .encoders import Encoder
-from .rawfile import RawReader, RawWriter
+from stemd.engine.encoders import Encoder
+from stemd.engine.rawfile import RawReader, RawWriter
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from ..errors import InvalidOption
-from . import plan as planning
-from .device import Pending, Runner, is_out_of_memory
-from .models import LoadedModel
-from .overlap import OverlapAdd
-from .rawfile import RawReader
+from stemd.errors import InvalidOption
+from stemd.engine import plan as planning
+from stemd.engine.device import Pending, Runner, is_out_of_memory
+from stemd.engine.models import LoadedModel
+from stemd.engine.overlap import OverlapAdd
+from stemd.engine.rawfile import RawReader
 
 log = logging.getLogger(__name__)
 

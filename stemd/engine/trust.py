@@ -5,7 +5,7 @@ import os
 import stat
 from pathlib import Path
 
-from ..errors import ModelUnavailable
+from stemd.errors import ModelUnavailable
 
 TRUSTED_OWNERS = (0,)
 

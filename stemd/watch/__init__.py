@@ -12,14 +12,7 @@ Usage::
 from stemd.watch.entries import check_entry
 from stemd.watch.fstype import is_network_fstype
 from stemd.watch.names import DEFAULT_IGNORE, is_ignored
-from stemd.watch.spec import (
-    DEFAULT_EXTENSIONS,
-    DEFAULT_NETWORK_SETTLE_SECONDS,
-    DEFAULT_SETTLE_SECONDS,
-    DEFAULT_ZERO_TAIL_SECONDS,
-    Candidate,
-    InboxSpec,
-)
+from stemd.watch.spec import (DEFAULT_EXTENSIONS, DEFAULT_NETWORK_SETTLE_SECONDS, DEFAULT_SETTLE_SECONDS, DEFAULT_ZERO_TAIL_SECONDS, Candidate, InboxSpec)
 from stemd.watch.watcher import Watcher
 
 __all__ = [

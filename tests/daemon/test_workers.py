@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from audio import make_track
-from stemd import allocator
+from stemd.worker import allocator
 from stemd.config import WorkersConfig
-from stemd.dispatcher import DispatchSettings, Dispatcher
-from stemd.store import NewJob, Store
+from stemd.dispatch.dispatcher import DispatchSettings, Dispatcher
+from stemd.jobs.store import NewJob, Store
 
 
 def _worker_pids(log: str) -> list[str]:
@@ -87,7 +87,7 @@ def test_a_job_waiting_for_space_is_checked_every_few_seconds_not_every_step(tmp
     """The real dispatcher: the space check is the waiting job's cost; it runs again after
     RECHECK_WAITING, and the job starts on the first check that finds space."""
     from stemd.config import Config
-    from stemd.dispatcher import RECHECK_WAITING
+    from stemd.dispatch.dispatcher import RECHECK_WAITING
     config = Config(daemon={"state_dir": str(tmp_path)}, outbox={"path": str(tmp_path / "out")})
     store = Store(tmp_path / "db.sqlite3")
     checks: list[float] = []
@@ -118,7 +118,7 @@ def test_a_job_waiting_for_space_is_checked_every_few_seconds_not_every_step(tmp
 
 
 def test_cpu_slot_plan_sets_threads_explicitly() -> None:
-    from stemd.devices import plan_slots
+    from stemd.dispatch.devices import plan_slots
     plan = plan_slots(WorkersConfig(gpu=0, cpu=2, threads=0), accel={"cuda": 0})
     assert plan.gpus == [] and plan.cpu_slots == 2 and plan.threads >= 1
     plan = plan_slots(WorkersConfig(gpu="auto", cpu="auto"), accel={"cuda": 2, "mps": False})

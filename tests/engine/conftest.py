@@ -12,9 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import modelkit  # noqa: E402
 
-from stemd.engine import load_model  # noqa: E402
-from stemd.engine.models import LoadedModel  # noqa: E402
-from stemd.engine.types import ModelSource  # noqa: E402
+from stemd.engine import load_model
+from stemd.engine.models import LoadedModel
+from stemd.engine.types import ModelSource
 
 from .audio import write_wav  # noqa: E402
 

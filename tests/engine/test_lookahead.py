@@ -7,7 +7,7 @@ import numpy as np
 
 from stemd.engine import prepare_input
 from stemd.engine.rawfile import RawReader
-from stemd.lookahead import Lookahead
+from stemd.worker.lookahead import Lookahead
 
 
 def test_the_decoded_input_is_the_same_as_decoding_it_for_the_task(tiny, make_wav, tmp_path):

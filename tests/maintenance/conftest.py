@@ -7,8 +7,8 @@ from typing import Iterator
 import pytest
 
 from stemd.config import Config
-from stemd.maintenance import MaintenancePaths
-from stemd.store import Store
+from stemd.maintenance.cleanup import MaintenancePaths
+from stemd.jobs.store import Store
 
 
 @pytest.fixture

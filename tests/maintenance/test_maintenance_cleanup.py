@@ -13,22 +13,9 @@ from typing import Iterator
 import pytest
 from maintkit import DAY, HOUR, NOW, make_entry, make_file, set_age
 
-from stemd.config import (
-    Config,
-    MaintenanceConfig,
-)
-from stemd.maintenance import (
-    CleanupReport,
-    MaintenancePaths,
-    Removal,
-    format_report,
-    list_backups,
-    maybe_backup,
-    run_cleanup,
-    scheduled_jobs,
-    touch_cache_entry,
-)
-from stemd.store import NewJob, State, Store
+from stemd.config import Config, MaintenanceConfig
+from stemd.maintenance.cleanup import (CleanupReport, MaintenancePaths, Removal, format_report, list_backups, maybe_backup, run_cleanup, scheduled_jobs, touch_cache_entry)
+from stemd.jobs.store import NewJob, State, Store
 
 
 def _cfg(**changes: object) -> MaintenanceConfig:

@@ -9,15 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stemd.diskspace import (
-    SpaceCheck,
-    SpaceGate,
-    check_space,
-    existing_parent,
-    expected_output_bytes,
-    expected_stems,
-    usage,
-)
+from stemd.output.diskspace import (SpaceCheck, SpaceGate, check_space, existing_parent, expected_output_bytes, expected_stems, usage)
 
 GIB = 1024**3
 MIB = 1024**2
@@ -86,7 +78,7 @@ def test_folders_on_one_filesystem_are_counted_once(tmp_path: Path) -> None:
 
 def test_gate_pauses_dispatch_below_the_watermark_and_resumes(tmp_path: Path,
                                                               caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="stemd.diskspace")
+    caplog.set_level(logging.INFO, logger="stemd.output.diskspace")
     gate = SpaceGate()
     assert not gate.paused and gate.reason == ""
     threshold = _free(tmp_path) + GIB                       # set above the free space

@@ -11,9 +11,9 @@ import pytest
 from maintkit import HOUR, make_entry
 
 from stemd.config import MaintenanceConfig
-from stemd.maintenance import MaintenancePaths, list_backups, scheduled_jobs
-from stemd.scheduler import MaintenanceScheduler
-from stemd.store import Store
+from stemd.maintenance.cleanup import MaintenancePaths, list_backups, scheduled_jobs
+from stemd.maintenance.scheduler import MaintenanceScheduler
+from stemd.jobs.store import Store
 
 
 class Recorder:
@@ -129,7 +129,7 @@ def test_a_failing_job_is_logged_and_runs_again(make_scheduler: MakeScheduler,
     other = Recorder()
     make_scheduler([("broken", 0.2, broken), ("other", 0.2, other)]).start()
     assert _wait_for(lambda: len(calls) >= 2 and len(other.times) >= 2)
-    failures = [r for r in caplog.records if r.name == "stemd.scheduler" and r.levelno == logging.ERROR]
+    failures = [r for r in caplog.records if r.name == "stemd.maintenance.scheduler" and r.levelno == logging.ERROR]
     assert failures and "broken" in failures[0].getMessage() and failures[0].exc_info
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stemd.access import PROBE_PREFIX, ProbeContext, explain, probe_folder, probe_folders
+from stemd.service.access import PROBE_PREFIX, ProbeContext, explain, probe_folder, probe_folders
 
 REPO = Path(__file__).resolve().parents[2]
 LINUX = ProbeContext(platform="linux")
@@ -19,7 +19,7 @@ LINUX = ProbeContext(platform="linux")
 PROBE = """
 import json, sys
 from pathlib import Path
-from stemd.access import probe_folders
+from stemd.service.access import probe_folders
 found = probe_folders([Path(sys.argv[1])], Path(sys.argv[2]), Path(sys.argv[3]))
 print(json.dumps([{"path": str(p.path), "problem": p.problem, "hint": p.hint} for p in found]))
 """

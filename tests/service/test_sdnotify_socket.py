@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from stemd.sdnotify import Notifier, WatchdogPinger, format_status
+from stemd.service.sdnotify import Notifier, WatchdogPinger, format_status
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -175,7 +175,7 @@ def test_pinger_without_watchdog_does_nothing(receiver: Receiver) -> None:
 
 CHILD = """
 import os, subprocess, sys
-from stemd.sdnotify import Notifier
+from stemd.service.sdnotify import Notifier
 n = Notifier(unset_environment=True)
 inherited = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('NOTIFY_SOCKET'))"],
                            capture_output=True, text=True).stdout.strip()

@@ -16,10 +16,7 @@ import pytest
 
 from stemd.config import parse_config
 from stemd.errors import StemdError
-from stemd.service import (LAUNCHD_LABEL, STOP_MARGIN, WATCHDOG_SEC, LaunchdScope, Scope,
-                           ServicePaths, ServiceSpec, detect_kind, exec_word, fill, install,
-                           protect_home, render, render_launchd, render_systemd,
-                           verify_systemd_unit)
+from stemd.service.units import (LAUNCHD_LABEL, STOP_MARGIN, WATCHDOG_SEC, LaunchdScope, Scope, ServicePaths, ServiceSpec, detect_kind, exec_word, fill, install, protect_home, render, render_launchd, render_systemd, verify_systemd_unit)
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = Path(os.path.abspath(sys.executable))

@@ -6,7 +6,7 @@ from typing import Any, Optional, Sequence
 
 import psutil
 
-from .units import format_size
+from stemd.units import format_size
 
 SAFETY = 1.25              # headroom over the calibrated peak
 DEADLINE_FACTOR = 4.0      # times the expected run time

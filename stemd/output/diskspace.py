@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
-from .units import format_size
+from stemd.units import format_size
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .watch.entries import Signature, signature
+from stemd.watch.entries import Signature, signature
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class Lookahead:
 
 
 def _decode(ahead: Ahead, model: Any) -> None:
-    from .engine import prepare_input
+    from stemd.engine import prepare_input
     try:
         ahead.folder.mkdir(parents=True, exist_ok=True)
         ahead.mix = prepare_input(model, ahead.input, ahead.folder)

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .config import ProfileConfig
-from .engine.types import AudioInfo
-from .errors import InputError, StemdError
-from .completion import park_failed_input
-from .store import NewJob, State, Store
-from .units import format_duration
+from stemd.config import ProfileConfig
+from stemd.engine.types import AudioInfo
+from stemd.errors import InputError, StemdError
+from stemd.jobs.lifecycle import park_failed_input
+from stemd.jobs.store import NewJob, State, Store
+from stemd.units import format_duration
 
 log = logging.getLogger(__name__)
 

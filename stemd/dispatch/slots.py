@@ -11,8 +11,8 @@ from typing import Any, Optional
 
 import psutil
 
-from . import worker
-from .worker import Task, WorkerSpec
+from stemd.worker import process as worker
+from stemd.worker.process import Task, WorkerSpec
 
 log = logging.getLogger(__name__)
 _CTX = multiprocessing.get_context("spawn")

@@ -19,16 +19,17 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import __version__, allocator
-from .completion import handle_input, park_failed_input
-from .config import Config, load_config
-from .devices import SlotPlan, detect_accelerators, plan_slots
-from .dispatcher import DispatchSettings, Dispatcher
-from .errors import StemdError
-from .intake import Arrival, Intake, IntakeSettings
-from .publish import find_published
-from .store import State, Store
-from .watch import InboxSpec, Watcher
+from stemd import __version__
+from stemd.worker import allocator
+from stemd.jobs.lifecycle import handle_input, park_failed_input
+from stemd.config import Config, load_config
+from stemd.dispatch.devices import SlotPlan, detect_accelerators, plan_slots
+from stemd.dispatch.dispatcher import DispatchSettings, Dispatcher
+from stemd.errors import StemdError
+from stemd.jobs.intake import Arrival, Intake, IntakeSettings
+from stemd.output.publish import find_published
+from stemd.jobs.store import State, Store
+from stemd.watch import InboxSpec, Watcher
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def inbox_specs(config: Config) -> list[InboxSpec]:
 
 
 def _extensions(extra: list[str]) -> frozenset[str]:
-    from .watch import DEFAULT_EXTENSIONS
+    from stemd.watch import DEFAULT_EXTENSIONS
     return DEFAULT_EXTENSIONS | frozenset(extra)      # InboxSpec normalises case and dots
 
 
@@ -84,10 +85,10 @@ class Daemon:
         self.dispatcher = Dispatcher(self.store, DispatchSettings.from_config(config), self.boot,
                                      self.plan.gpus, self.plan.cpu_slots, self.plan.threads,
                                      space_check=self._space_check())
-        from .engine import probe
+        from stemd.engine import probe
         self.intake = Intake(self.store, intake_settings(config), dict(config.profiles), probe)
         self.scheduler: Any = None
-        from .sdnotify import Notifier, WatchdogPinger
+        from stemd.service.sdnotify import Notifier, WatchdogPinger
         # unset NOTIFY_SOCKET for children: only the supervisor talks to systemd
         self.notifier = Notifier(unset_environment=True)
         self.pinger = WatchdogPinger(self.notifier)
@@ -230,7 +231,7 @@ class Daemon:
 
     # -- maintenance and systemd ----------------------------------------------------------
     def _space_check(self) -> Callable[[Any], Optional[str]]:
-        from .diskspace import SpaceGate, expected_output_bytes, expected_stems
+        from stemd.output.diskspace import SpaceGate, expected_output_bytes, expected_stems
         gate = self.gate = SpaceGate()
 
         def check(job: Any) -> Optional[str]:
@@ -247,8 +248,8 @@ class Daemon:
         return check
 
     def _start_maintenance(self) -> None:
-        from .maintenance import MaintenancePaths, scheduled_jobs
-        from .scheduler import MaintenanceScheduler
+        from stemd.maintenance.cleanup import MaintenancePaths, scheduled_jobs
+        from stemd.maintenance.scheduler import MaintenanceScheduler
         paths = MaintenancePaths.from_config(self.config)
         self.scheduler = MaintenanceScheduler(scheduled_jobs(self.config.maintenance, paths,
                                                              self.store))
@@ -272,7 +273,7 @@ class Daemon:
         return ""
 
     def status_line(self, snapshot: Optional[dict[str, Any]] = None) -> str:
-        from .sdnotify import format_status
+        from stemd.service.sdnotify import format_status
         snapshot = snapshot or self.dispatcher.snapshot()
         running = [f"job {s['job']} {s['progress'] or 0:.0f}%" for s in snapshot["slots"] if s["job"]]
         note = f"paused: {snapshot['paused']}" if snapshot["paused"] else ""

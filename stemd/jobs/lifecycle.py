@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from . import __version__
-from .engine.types import SeparationResult
-from .inputs import after_success, move_to_failed
-from .naming import track_dir, track_name
-from .publish import (Published, cache_restore, cache_store, flush_tree, publish, read_manifest,
-                      write_manifest)
-from .store import Job, Store
+from stemd import __version__
+from stemd.engine.types import SeparationResult
+from stemd.jobs.inputs import after_success, move_to_failed
+from stemd.output.naming import track_dir, track_name
+from stemd.output.publish import (Published, cache_restore, cache_store, flush_tree, publish, read_manifest, write_manifest)
+from stemd.jobs.store import Job, Store
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from xml.sax.saxutils import escape
 
-from .errors import StemdError
+from stemd.errors import StemdError
 
 if TYPE_CHECKING:
-    from .config import Config
+    from stemd.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def read_template(folder: str, name: str) -> str:
 
 
 def _template_roots() -> tuple[Path, ...]:
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]          # stemd/
     return (package / "_data", package.parent)
 
 

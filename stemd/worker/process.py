@@ -21,11 +21,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import allocator
-from .engine.types import ModelSource, SeparationOptions
-from .lookahead import Lookahead
-from .errors import EngineError, OutOfMemory, StemdError
-from .naming import render_stem_path
+from stemd.worker import allocator
+from stemd.engine.types import ModelSource, SeparationOptions
+from stemd.worker.lookahead import Lookahead
+from stemd.errors import EngineError, OutOfMemory, StemdError
+from stemd.output.naming import render_stem_path
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class Worker:
             self.conn.send(("done", task.job_id, result, time.monotonic() - started))
 
     def _separate(self, task: Task) -> Any:
-        from . import engine
+        from stemd import engine
         model = self._model_for(task.options.model)
         stage = Path(task.stage_dir)
         work = Path(task.work_dir)
@@ -156,7 +156,7 @@ class Worker:
         if self.model is not None and self.model_name == name:
             return self.model
         self._unload()
-        from . import engine
+        from stemd import engine
         log.info("loading model %s on %s", name, self.spec.device)
         self.model = engine.load_model(name, self.spec.source, self.spec.device)
         self.model_name = name
@@ -224,7 +224,7 @@ def _configure_torch(spec: WorkerSpec) -> None:
 
 
 def _trim_heap() -> None:
-    from .engine import trim_heap
+    from stemd.engine import trim_heap
     trim_heap()
 
 

@@ -6,13 +6,13 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .config import Config, default_config_path
-from .errors import ConfigError
+from stemd.config import Config, default_config_path
+from stemd.errors import ConfigError
 
 
 def service_command(config: Config, config_arg: Optional[Path], action: str,
                     scope: Optional[str], root: Optional[Path] = None) -> int:
-    from .service import ServiceSpec, detect_kind, install, render
+    from stemd.service.units import ServiceSpec, detect_kind, install, render
     config_path = config.source or config_arg or default_config_path()
     if not Path(config_path).is_file():
         raise ConfigError(f"The service needs a config file, and {config_path} does not exist.",

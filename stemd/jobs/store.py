@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 import sqlite_utils
 
-from .errors import StoreError
+from stemd.errors import StoreError
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30000   # how long a statement waits for another connection's lock

@@ -6,9 +6,9 @@ import os
 import time
 from typing import Any, Optional
 
-from .config import Config
-from .store import State, Store
-from .units import format_duration, format_size
+from stemd.config import Config
+from stemd.jobs.store import State, Store
+from stemd.units import format_duration, format_size
 
 STALE_AFTER = 15.0   # seconds without a status update: the daemon is not running
 
@@ -51,7 +51,7 @@ def collect_status(config: Config) -> dict[str, Any]:
 
 
 def _disk(config: Config) -> dict[str, Any]:
-    from .diskspace import usage
+    from stemd.output.diskspace import usage
     disk: dict[str, Any] = {}
     for name, folder in (("outbox", config.outbox.path), ("state", config.state_dir)):
         try:

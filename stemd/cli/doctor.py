@@ -7,8 +7,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import Iterator
 
-from .config import Config
-from .engine.types import ModelSource
+from stemd.config import Config
+from stemd.engine.types import ModelSource
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def _ffmpeg() -> Iterator[Check]:
 
 
 def _torch() -> Check:
-    from .devices import detect_accelerators
+    from stemd.dispatch.devices import detect_accelerators
     accel = detect_accelerators()
     if not accel.get("torch"):
         return Check("torch", False, "PyTorch cannot be imported. Reinstall stemd's dependencies "
@@ -51,7 +51,7 @@ def _torch() -> Check:
 
 
 def _malloc(config: Config) -> Check:
-    from .allocator import resolve
+    from stemd.worker.allocator import resolve
     setting = config.workers.allocator
     library = resolve(setting)
     if library is not None:
@@ -64,8 +64,8 @@ def _malloc(config: Config) -> Check:
 
 
 def _models(config: Config) -> Iterator[Check]:
-    from .engine import resolve_model
-    from .errors import StemdError
+    from stemd.engine import resolve_model
+    from stemd.errors import StemdError
     source = ModelSource(config.models.repo, config.models.offline, config.models.allow_pickle)
     for name in sorted({p.model for p in config.profiles.values()}):
         users = ", ".join(sorted(k for k, p in config.profiles.items() if p.model == name))
@@ -83,7 +83,7 @@ def _models(config: Config) -> Iterator[Check]:
 
 
 def _folders(config: Config) -> Iterator[Check]:
-    from .access import probe_folders
+    from stemd.service.access import probe_folders
     folders = [i.path for i in config.inbox]
     problems = {str(p.path): p for p in probe_folders(folders, config.outbox.path, config.state_dir)}
     for label, folder in [*(("inbox", f) for f in folders), ("outbox", config.outbox.path),

@@ -16,17 +16,15 @@ from typing import Any, Callable, Optional
 
 import psutil
 
-from . import admission
-from .admission import Budget
-from .completion import (PublishSettings, build_manifest, finish_job, park_failed_input,
-                         rel_track_dir, remove_attempt_dirs, serve_from_cache, stage_dir,
-                         work_dir)
-from .config import Config, WorkersConfig
-from .engine.types import ModelSource, OutputFormat, SeparationOptions, SeparationResult
-from .naming import track_name
-from .slots import Running, Slot, describe_exit
-from .store import Job, State, Store
-from .worker import Task, WorkerSpec
+from stemd.dispatch import admission
+from stemd.dispatch.admission import Budget
+from stemd.jobs.lifecycle import (PublishSettings, build_manifest, finish_job, park_failed_input, rel_track_dir, remove_attempt_dirs, serve_from_cache, stage_dir, work_dir)
+from stemd.config import Config, WorkersConfig
+from stemd.engine.types import ModelSource, OutputFormat, SeparationOptions, SeparationResult
+from stemd.output.naming import track_name
+from stemd.dispatch.slots import Running, Slot, describe_exit
+from stemd.jobs.store import Job, State, Store
+from stemd.worker.process import Task, WorkerSpec
 
 log = logging.getLogger(__name__)
 LOOKAHEAD_AT = 50.0   # percent of a job done when its worker starts decoding the next input

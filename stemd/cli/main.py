@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import Callable, NoReturn, Optional, Sequence
 
-from . import __version__
-from .config import Config, load_config, to_toml_dict
-from .errors import StemdError
-from .store import State, Store
+from stemd import __version__
+from stemd.config import Config, load_config, to_toml_dict
+from stemd.errors import StemdError
+from stemd.jobs.store import State, Store
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -97,20 +97,20 @@ def _store(config: Config) -> Store:
 # -- commands ------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
-    from .logs import setup_logging
+    from stemd.logs import setup_logging
     setup_logging(args.log_level or config.daemon.log_level, args.log_format, args.log_file)
-    from .access import probe_folders
+    from stemd.service.access import probe_folders
     problems = probe_folders([i.path for i in config.inbox], config.outbox.path, config.state_dir)
     for problem in problems:
         print(f"stemd: {problem.path}: {problem.problem} {problem.hint}", file=sys.stderr)
     if problems:
         return EXIT_PROBLEM
-    from .daemon import run_daemon
+    from stemd.daemon.supervisor import run_daemon
     return run_daemon(config)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .status import collect_status, render_status
+    from stemd.daemon.status import collect_status, render_status
     config = _config(args)
     data = collect_status(config)
     print(json.dumps(data, indent=2, default=str) if args.json else render_status(data))
@@ -178,14 +178,14 @@ def _job_request(kind: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _warn_if_not_running(config: Config) -> None:
-    from .status import daemon_running
+    from stemd.daemon.status import daemon_running
     if not daemon_running(config):
         print("note: the daemon is not running; the request is carried out when it starts "
               "(stemd run)", file=sys.stderr)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import run_doctor
+    from stemd.cli.doctor import run_doctor
     config = _config(args)
     ok = True
     for check in run_doctor(config):
@@ -202,13 +202,13 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(f"config ok: {where}: {len(config.inbox)} inbox(es), profiles "
               f"{', '.join(sorted(config.profiles))}")
         return EXIT_OK
-    from .tomlout import dumps
+    from stemd.cli.tomlout import dumps
     print(dumps(to_toml_dict(config)), end="")
     return EXIT_OK
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    from .maintenance import MaintenancePaths, format_report, run_cleanup
+    from stemd.maintenance.cleanup import MaintenancePaths, format_report, run_cleanup
     config = _config(args)
     report = run_cleanup(config.maintenance, MaintenancePaths.from_config(config), _store(config),
                          time.time(), dry_run=args.dry_run)
@@ -218,12 +218,12 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .modelcli import models_command
+    from stemd.cli.models import models_command
     return models_command(_config(args), args.action, args.args)
 
 
 def cmd_service(args: argparse.Namespace) -> int:
-    from .servicecli import service_command
+    from stemd.cli.service import service_command
     return service_command(_config(args), args.config, args.action, args.scope)
 
 

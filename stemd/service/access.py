@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import StemdError
+from stemd.errors import StemdError
 
 PROBE_PREFIX = ".stemd-probe-"
 _UNREACHABLE = {errno.ENOTCONN, errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ESTALE,

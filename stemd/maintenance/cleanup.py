@@ -27,10 +27,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from .config import Config, MaintenanceConfig
-from .errors import StemdError
-from .store import State, Store
-from .units import format_duration, format_size
+from stemd.config import Config, MaintenanceConfig
+from stemd.errors import StemdError
+from stemd.jobs.store import State, Store
+from stemd.units import format_duration, format_size
 
 log = logging.getLogger(__name__)
 

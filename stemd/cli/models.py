@@ -4,12 +4,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .config import Config
-from .engine.types import ModelSource
+from stemd.config import Config
+from stemd.engine.types import ModelSource
 
 
 def models_command(config: Config, action: str, args: list[str]) -> int:
-    from . import engine
+    from stemd import engine
     source = ModelSource(config.models.repo, config.models.offline, config.models.allow_pickle)
     if action == "list":
         for info in engine.list_models(source):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from .config import WorkersConfig
+from stemd.config import WorkersConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The supervisor process (``stemd run``) and the status it reports."""

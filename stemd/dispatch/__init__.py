@@ -1,0 +1,1 @@
+"""The dispatcher: slots, admission and deadlines (runs in the supervisor)."""

@@ -1,0 +1,1 @@
+"""Jobs: the store (state machine), intake, the lifecycle of a job and its options."""

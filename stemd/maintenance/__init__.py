@@ -1,0 +1,1 @@
+"""Maintenance: the cleanup pass and the APScheduler scheduler."""

@@ -1,0 +1,1 @@
+"""The outbox: naming, atomic publishing, the stem cache, disk space."""

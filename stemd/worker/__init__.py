@@ -1,0 +1,1 @@
+"""The worker process: the code that runs in the child, around the engine."""
