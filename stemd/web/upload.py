@@ -44,7 +44,7 @@ class UploadRefused(Exception):
 def clean_name(name: str) -> str:
     """A file name that stays in its folder: no separators, ``..``, control characters."""
     name = re.split(r"[/\\]", name)[-1]
-    name = _UNSAFE.sub("_", name).replace("..", "_").strip(" .")
+    name = re.sub(r"\.{2,}", ".", _UNSAFE.sub("_", name)).strip(" .")
     if len(name.encode()) > 200:
         stem, dot, ext = name.rpartition(".")
         keep = ext if dot and len(ext) <= 10 else ""
