@@ -51,9 +51,13 @@ def router(ctx: WebContext) -> APIRouter:
         return HTMLResponse(static_text("job.html"), headers={"cache-control": "no-store"})
 
     @api.get("/login")
-    def login_link(request: Request, code: str = "") -> Response:
+    async def login_link(request: Request, code: str = "") -> Response:
         if code and use_login_code(ctx.store, code):
             return _logged_in(ctx, request)
+        if code:
+            client = request.client.host if request.client else "?"
+            await _wait(ctx, client)
+            ctx.auth.throttle.failed(client)
         message = "This login link was used already or has expired." if code else ""
         return HTMLResponse(login_page(message), status_code=401 if code else 200)
 

@@ -38,10 +38,12 @@ class Guard:
         if auth.bearer_ok(headers.get("authorization")):
             await self.app(scope, receive, send)
             return
-        session = auth.session(_cookie(headers, COOKIE))
+        cookie = _cookie(headers, COOKIE)
+        session = auth.session(cookie)
         if session is None:
-            await asyncio.sleep(auth.throttle.delay(client))
-            auth.throttle.failed(client)
+            if cookie or headers.get("authorization"):     # a wrong guess, not a first visit
+                await asyncio.sleep(auth.throttle.delay(client))
+                auth.throttle.failed(client)
             log.warning("web: refused %s %s from %s (no valid token)", scope["method"],
                         scope["path"], client)
             await _refuse(scope, send, 401, "A valid token is needed: log in, or send "
