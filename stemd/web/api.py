@@ -42,6 +42,14 @@ def router(ctx: WebContext) -> APIRouter:
         """Queue a failed or canceled job again (carried out by the daemon)."""
         return _request(ctx, "retry", job_id)
 
+    @api.get("/profiles")
+    def profiles() -> dict[str, Any]:
+        """The profiles an upload may use, and the one used when none is named."""
+        config = ctx.config
+        return {"default": config.inbox[0].profile,
+                "profiles": {name: {"model": p.model, "format": p.format, "two_stems": p.two_stems}
+                             for name, p in sorted(config.profiles.items())}}
+
     @api.get("/history")
     def chart(hours: int = Query(24, ge=1, le=168)) -> JSONResponse:
         """Per hour: jobs done and failed, mean real-time factor (time / audio length)."""
