@@ -51,7 +51,8 @@ function renderFailures() {
 function renderSlots() {
   const slots = (status && status.daemon && status.daemon.dispatcher.slots) || [];
   fill(byId("slots"), slots.map((slot) => {
-    const job = slot.job !== null ? (jobs.get(slot.job) || {id: slot.job, input: `job ${slot.job}`, state: "running", progress: slot.progress}) : null;
+    let job = slot.job !== null ? (jobs.get(slot.job) || {id: slot.job, input: `job ${slot.job}`, state: "running", progress: slot.progress}) : null;
+    if (job && job.state !== "running") job = null;     // finished since the daemon's last status
     return el("div", {class: "slot"}, el("span", {class: "dev"}, slot.name),
       job ? el("span", {class: "name"}, link(job)) : el("span", {class: "dim"}, slot.alive ? "idle, model loaded" : "idle"),
       job ? bar({state: "running", progress: slot.progress || 0}) : null,
@@ -111,7 +112,12 @@ function chart(history) {
     if (b.done) add("rect", {x: x + 1, y: h - doneH, width: bw - 2, height: doneH, fill: "#3ccf7a"}).append(
       Object.assign(document.createElementNS(ns, "title"), {textContent: `${b.done} done`}));
     if (b.failed) add("rect", {x: x + 1, y: h - doneH - failH, width: bw - 2, height: failH, fill: "#ff6b6b"});
-    if (b.rtf !== null) points.push(`${x + bw / 2},${h - (h - 10) * b.rtf / rtfTop}`);
+    if (b.rtf !== null) {
+      const y = h - (h - 10) * b.rtf / rtfTop;
+      points.push(`${x + bw / 2},${y}`);
+      add("circle", {cx: x + bw / 2, cy: y, r: 3, fill: "#3d7eff"}).append(
+        Object.assign(document.createElementNS(ns, "title"), {textContent: `RTF ${b.rtf.toFixed(3)}`}));
+    }
     if (i % 6 === 0) add("text", {x, y: h + 12}, new Date(b.hour * 1000).toTimeString().slice(0, 5));
   });
   if (points.length) add("polyline", {points: points.join(" "), fill: "none", stroke: "#3d7eff", "stroke-width": 2});
@@ -159,7 +165,11 @@ function onEvent(kind, data) {
     const row = document.getElementById(`job-${data.id}`);
     if (row) { setBar(row.querySelector(".bar"), data); row.querySelector(".why").textContent = `${data.progress.toFixed(0)}% on ${data.device || "?"}`; }
   } else renderAll();
-  if (kind !== "progress") { refreshStatus(); if (kind === "done" || kind === "failed") refreshChart(); }
+  if (kind !== "progress") {
+    refreshStatus();
+    setTimeout(refreshStatus, 1500);          // the daemon writes its status once a second
+    if (kind === "done" || kind === "failed") refreshChart();
+  }
 }
 
 document.getElementById("logout").addEventListener("submit", async (e) => {

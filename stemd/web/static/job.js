@@ -12,12 +12,12 @@ function summary(job) {
   if (job.state === "failed" || job.state === "canceled") actions.push(["Retry", "retry"]);
   document.getElementById("actions").replaceChildren(...actions.map(([label, kind]) =>
     el("button", {type: "button", onclick: () => post(`/api/jobs/${job.id}/${kind}`).then(load, (e) => alert(e.message))}, label)));
-  document.getElementById("summary").replaceChildren(
+  document.getElementById("summary").replaceChildren(...[
     el("div", {class: "row", id: `job-${job.id}`, dataset: {state: job.state}},
       el("span", {class: `state ${job.state}`}, job.state), el("span", {class: "name"}, job.input), bar(job)),
     el("div", {class: "dim"}, `profile ${job.profile} · attempts ${job.attempts} · device ${job.device || "–"} · ` +
        `queued ${job.created_at || "–"} · finished ${job.finished_at || "–"}`),
-    job.error ? el("p", {class: "reason"}, job.error) : null);
+    job.error ? el("p", {class: "reason"}, job.error) : null].filter(Boolean));
 }
 
 function player(label, src, download) {
