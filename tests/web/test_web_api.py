@@ -56,9 +56,27 @@ def test_health_is_open_and_everything_else_needs_the_token(web) -> None:
     with web.client() as client:
         status = client.get("/api/status").json()
         assert status["running"] is True and status["daemon"]["web"]["url"] == web.url
-        assert client.get("/api/openapi.json").json()["info"]["title"] == "stemd"
+        schema = client.get("/api/openapi.json").json()
+        assert schema["info"]["title"] == "stemd"
+        assert {"/api/status", "/api/jobs", "/api/jobs/{job_id}/archive.zip", "/api/events",
+                "/metrics"} <= set(schema["paths"])
+        docs = client.get("/api/docs").text                 # Swagger UI from stemd itself, no CDN
+        assert "/api/docs/assets/swagger-ui-bundle.js" in docs and "cdn" not in docs.lower()
+        assert client.get("/api/docs/assets/swagger-ui-bundle.js").status_code == 200
         assert "access-control-allow-origin" not in client.get(
             "/api/status", headers={"origin": "http://evil.example"}).headers
+
+
+def test_dashboard_loads_nothing_from_elsewhere() -> None:
+    """No CDN, no build step: every script, style and picture comes from the package."""
+    import re
+    from importlib import resources
+    static = resources.files("stemd.web").joinpath("static")
+    names = sorted(p.name for p in static.iterdir())
+    assert {"index.html", "job.html", "app.js", "common.js", "job.js", "style.css"} <= set(names)
+    for name in names:
+        text = static.joinpath(name).read_text()
+        assert not re.search(r"""(src|href|url|import)\s*[=(]\s*["']?(https?:)?//""", text), name
 
 
 def test_token_file_is_private(web) -> None:
