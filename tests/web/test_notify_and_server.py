@@ -99,6 +99,26 @@ def test_webhook_to_a_receiver_that_is_down_then_comes_up_survives_a_restart(tmp
     assert failed.returncode == 1 and "FAIL" in failed.stdout and "cannot be reached" in failed.stdout
 
 
+def test_apprise_url_through_the_notify_extra(tmp_path: Path, model_repo: Path) -> None:
+    """Apprise's json:// service posts to a local receiver; skipped without the extra."""
+    import pytest
+    pytest.importorskip("apprise")
+    port = free_port()
+    config = write_config(tmp_path / "stemd.toml", base_config(
+        tmp_path, model_repo, notify=[{"url": f"json://127.0.0.1:{port}/stemd"}]))
+    receiver = Receiver(port)
+    try:
+        sent = stemd(config, "notify", "test")
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert receiver.received and "test notification" in json.dumps(receiver.received[0]["body"])
+    finally:
+        receiver.close()
+    from stemd.cli.doctor import notify_checks
+    from stemd.config import load_config
+    checks = list(notify_checks(load_config(config)))
+    assert [c.ok for c in checks] == [True] and "json://127.0.0.1" in checks[0].detail
+
+
 def test_a_taken_port_is_one_clear_error_at_start(tmp_path: Path, model_repo: Path) -> None:
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))

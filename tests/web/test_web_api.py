@@ -187,6 +187,26 @@ def test_upload_runs_a_job_seen_live_then_served(web, tmp_path: Path) -> None:
         assert client.get(f"/api/jobs/{job['id']}/files/escape.wav").status_code == 404
 
 
+def test_progress_events_come_at_most_once_a_second(web, tmp_path: Path) -> None:
+    track = make_track(tmp_path / "long.wav", 4.0, seed=3)
+    with web.client() as client:
+        reader = EventReader(client).start()
+        with track.open("rb") as handle:
+            answer = client.post("/api/jobs", files={"file": ("long.wav", handle)},
+                                 data={"profile": "slow"})
+        job_id = answer.json()["id"]
+        assert wait_job(client, job_id, ("done", "failed"))["state"] == "done"
+        reader.wait(lambda: any(e[1] == "done" for e in reader.of_job(job_id)))
+        progress = [e for e in reader.of_job(job_id, progress=True) if e[1] == "progress"]
+        assert len(progress) >= 2, reader.of_job(job_id, progress=True)
+        values = [e[2]["progress"] for e in progress]
+        assert values == sorted(values) and len(set(values)) == len(values)
+        gaps = [b[3] - a[3] for a, b in zip(progress, progress[1:])]
+        assert min(gaps) >= 0.8, gaps
+        kinds = [e[1] for e in reader.of_job(job_id, progress=True)]
+        assert kinds.index("started") < kinds.index("progress") < kinds.index("done")
+
+
 def test_not_audio_fails_with_the_usual_reason_then_retry(web) -> None:
     with web.client() as client:
         answer = client.post("/api/jobs", files={"file": ("notes.wav", b"just some text\n" * 100)})
