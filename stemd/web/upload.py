@@ -20,6 +20,7 @@ from typing import Any, Optional
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from python_multipart import MultipartParser
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 
 from stemd.jobs.inputs import unique_path
@@ -60,6 +61,7 @@ class StreamedForm:
         self.fields: dict[str, str] = {}
         self.filename: Optional[str] = None
         self.size = 0
+        self.complete = False            # the file part ended with its boundary
         self._handle: Any = None
         self._headers: dict[str, bytes] = {}
         self._field, self._value, self._name = b"", b"", ""
@@ -107,6 +109,7 @@ class StreamedForm:
             self._handle.flush()
             os.fsync(self._handle.fileno())
             self.close()
+            self.complete = True
         elif self._name:
             self.fields[self._name] = self._buffer.decode("utf-8", "replace")
 
@@ -144,15 +147,27 @@ async def receive(ctx: WebContext, request: Request) -> tuple[Path, str, int]:
             form.write(chunk)
         form.close()
         return _accept(ctx, form)
-    except Exception:
-        form.close()
-        part.unlink(missing_ok=True)
+    except MultipartParseError as exc:
+        _discard(form, part)
+        raise UploadRefused(400, f"The upload is not a valid multipart form: {exc}.") from None
+    except OSError as exc:
+        _discard(form, part)
+        raise UploadRefused(507, f"The upload cannot be saved: {exc.strerror}.") from None
+    except BaseException:
+        _discard(form, part)
         raise
+
+
+def _discard(form: StreamedForm, part: Path) -> None:
+    form.close()
+    part.unlink(missing_ok=True)
 
 
 def _accept(ctx: WebContext, form: StreamedForm) -> tuple[Path, str, int]:
     if form.filename is None:
         raise UploadRefused(400, "No file: send it in the multipart field 'file'.")
+    if not form.complete:
+        raise UploadRefused(400, "The upload ended before the file was complete.")
     profile = form.fields.get("profile") or ctx.config.inbox[0].profile
     if profile not in ctx.config.profiles:
         raise UploadRefused(400, f"Profile {profile!r} is not defined; defined: "

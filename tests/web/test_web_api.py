@@ -278,6 +278,9 @@ def test_odd_file_names_are_cleaned(web, tmp_path: Path) -> None:
         assert wait_job(client, job["id"], ("done", "failed"))["state"] == "done"
         assert client.post("/api/jobs", files={"other": ("a.wav", b"x")}).status_code == 400
         assert client.post("/api/jobs", json={"file": "x"}).status_code == 415
+        cut = body[: len(body) // 2]                       # the form ends inside the file
+        assert client.post("/api/jobs", content=cut, headers=headers).status_code == 400
+        assert not [p for p in _uploads(web) if p.name.endswith(".part")]
 
 
 # -- last: repeated failures are slowed down ----------------------------------------------
