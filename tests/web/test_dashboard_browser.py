@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 
 from audio import make_track
-from conftest import WebDaemon, start_web_daemon
+from webdaemon import WebDaemon, start_web_daemon
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -66,9 +66,10 @@ def test_log_in_upload_watch_play_and_download(browser, tmp_path: Path, model_re
 
         track = make_track(tmp_path / "Night Drive.wav", 3.0, seed=7)
         page.set_input_files("#file", str(track))
-        done = page.wait_for_selector("#results .row[data-state=done]", timeout=120000)
+        page.wait_for_selector("#results .row[data-state=done]", timeout=120000)
+        done = page.locator("#results .row[data-state=done]").first   # re-found: rows are redrawn
         assert "Night Drive.wav" in done.inner_text()
-        assert done.query_selector(".bar").get_attribute("aria-valuenow") == "100"
+        assert done.locator(".bar").get_attribute("aria-valuenow") == "100"
         assert page.evaluate("window.notReloaded") is True
         job_row = done.get_attribute("id")
         states = [state for row, state in page.evaluate("window.seen") if row == job_row]
@@ -76,7 +77,7 @@ def test_log_in_upload_watch_play_and_download(browser, tmp_path: Path, model_re
         page.wait_for_timeout(500)
         _screenshot(page, "web-dashboard.png")
 
-        done.query_selector("a[href^='/jobs/']").click()
+        page.locator(f"#{job_row} a[href^='/jobs/']").first.click()
         page.wait_for_selector("audio[data-stem=vocals]")
         playing = page.evaluate("""async () => {
             const audio = document.querySelector('audio[data-stem=vocals]');

@@ -14,7 +14,7 @@ import httpx
 
 from audio import make_track
 from daemon_harness import DaemonProcess, base_config, env_for_tests, stemd, write_config
-from conftest import start_web_daemon
+from webdaemon import start_web_daemon
 
 
 def free_port() -> int:
