@@ -209,7 +209,9 @@ def base_config(tmp: Path, model_repo: Path, **overrides: Any) -> dict[str, Any]
                     "memory_reserve": "64MiB", "memory_estimate": "512MiB"},
         "maintenance": {"min_free": "10MiB"},
         "profiles": {"default": {"model": "tiny"}},
-        "web": {"listen": "127.0.0.1:0"},   # any free port: daemons run side by side
+        # the web server is tested in tests/web; elsewhere it stays off (start-up time), and
+        # when a test turns it on it takes any free port: daemons run side by side
+        "web": {"enabled": False, "listen": "127.0.0.1:0"},
     }
     for section, values in overrides.items():
         if isinstance(values, dict) and isinstance(config.get(section), dict):

@@ -128,7 +128,7 @@ def test_a_taken_port_is_one_clear_error_at_start(tmp_path: Path, model_repo: Pa
         for folder in ("inbox", "outbox"):
             (tmp_path / folder).mkdir()
         config = write_config(tmp_path / "stemd.toml", base_config(
-            tmp_path, model_repo, web={"listen": f"127.0.0.1:{port}"}))
+            tmp_path, model_repo, web={"enabled": True, "listen": f"127.0.0.1:{port}"}))
         daemon = DaemonProcess(config, tmp_path / "state", env_for_tests()).start(wait_ready=False)
         assert daemon.wait_exit(60) != 0
         lines = [l for l in daemon.log().splitlines() if l.startswith("stemd:")]
@@ -141,7 +141,7 @@ def test_reload_applies_web_changes(tmp_path: Path, model_repo: Path) -> None:
     web = start_web_daemon(tmp_path, model_repo)
     try:
         assert httpx.get(web.url + "metrics").status_code == 401
-        settings = base_config(tmp_path, model_repo, web={"listen": "127.0.0.1:0", "metrics_public": True})
+        settings = base_config(tmp_path, model_repo, web={"enabled": True, "metrics_public": True})
         write_config(web.daemon.config, settings)
         web.daemon.signal(signal.SIGHUP)
         new_url = web.daemon.wait_for(lambda: ((web.daemon.status() or {}).get("web") or {}).get("url")

@@ -27,5 +27,6 @@ class WebDaemon:
 def start_web_daemon(root: Path, model_repo: Path, **overrides: Any) -> WebDaemon:
     for folder in ("inbox", "outbox"):
         (root / folder).mkdir(parents=True, exist_ok=True)
+    overrides["web"] = {"enabled": True, **overrides.get("web", {})}
     config = write_config(root / "stemd.toml", base_config(root, model_repo, **overrides))
     return WebDaemon(DaemonProcess(config, root / "state", env_for_tests()).start(), root)
