@@ -161,3 +161,27 @@ def test_reload_applies_web_changes(tmp_path: Path, model_repo: Path) -> None:
             pass
     finally:
         web.daemon.stop(timeout=30)
+
+
+def test_paused_dispatch_and_cancel_seen_live(tmp_path: Path, model_repo: Path) -> None:
+    """Too little disk space: a paused event and stemd_paused 1; a waiting job is canceled
+    through the API and its canceled event follows its queued one."""
+    from sse_client import EventReader
+    web = start_web_daemon(tmp_path, model_repo, maintenance={"min_free": "1000TB"})
+    try:
+        with web.client() as client:
+            reader = EventReader(client).start()
+            make_track(tmp_path / "inbox" / "waits.wav", 0.6)
+            reader.wait(lambda: any(e[1] == "paused" and e[2]["paused"] for e in reader.events), 60)
+            paused = next(e for e in reader.events if e[1] == "paused")[2]["paused"]
+            assert "min_free" in paused
+            assert "stemd_paused 1.0" in client.get("/metrics").text
+            reader.wait(lambda: any(e[1] == "queued" for e in reader.events), 30)
+            job_id = next(e for e in reader.events if e[1] == "queued")[2]["id"]
+            assert client.post(f"/api/jobs/{job_id}/cancel").status_code == 202
+            reader.wait(lambda: any(e[1] == "canceled" for e in reader.of_job(job_id)), 30)
+            assert [e[1] for e in reader.of_job(job_id)] == ["queued", "canceled"]
+            assert client.get(f"/api/jobs/{job_id}").json()["state"] == "canceled"
+            assert client.post(f"/api/jobs/{job_id}/cancel").status_code == 409
+    finally:
+        web.daemon.stop(timeout=30)
