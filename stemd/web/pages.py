@@ -1,8 +1,10 @@
 """The dashboard's pages, the login and logout, and the health check."""
 from __future__ import annotations
 
+import asyncio
 import html
 from importlib import resources
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -11,6 +13,7 @@ from stemd import __version__
 from stemd.web.auth import COOKIE, SESSION_SECONDS, use_login_code
 from stemd.web.context import WebContext
 
+LOGIN_BODY_LIMIT = 4096
 LOGIN_FORM = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>stemd: log in</title>
 <style>body{font-family:system-ui,sans-serif;background:#14161a;color:#e8e8e8;display:grid;
@@ -63,10 +66,12 @@ def router(ctx: WebContext) -> APIRouter:
 
     @api.post("/login")
     async def login(request: Request) -> Response:
-        form = await request.form(max_files=0, max_fields=4)
+        form = await _small_form(request)
+        if form is None:
+            return JSONResponse({"detail": "The login form is larger than it can be."}, 413)
         client = request.client.host if request.client else "?"
         await _wait(ctx, client)
-        if ctx.auth.token_ok(str(form.get("token", ""))):
+        if ctx.auth.token_ok(form.get("token", "")):
             return _logged_in(ctx, request)
         ctx.auth.throttle.failed(client)
         return HTMLResponse(login_page("That is not the token."), status_code=401)
@@ -87,8 +92,21 @@ def router(ctx: WebContext) -> APIRouter:
 
 
 async def _wait(ctx: WebContext, client: str) -> None:
-    import asyncio
     await asyncio.sleep(ctx.auth.throttle.delay(client))
+
+
+async def _small_form(request: Request, limit: int = LOGIN_BODY_LIMIT) -> dict[str, str] | None:
+    """The url-encoded login form, read up to ``limit`` bytes (None when larger)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=8)
+    return {key: values[0] for key, values in fields.items()}
 
 
 def _logged_in(ctx: WebContext, request: Request) -> Response:

@@ -66,7 +66,7 @@ class WebServer:
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)   # our own lines say it
         config = uvicorn.Config(create_app(self.ctx), log_config=None, access_log=False,
                                 lifespan="off", timeout_graceful_shutdown=2, server_header=False)
-        self.server = _ThreadServer(config)
+        self.server = _thread_server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        name="stemd-web", daemon=True)
         self.thread.start()
@@ -98,16 +98,13 @@ class WebServer:
         log.info("web server stopped")
 
 
-def _thread_server_class() -> Any:
+def _thread_server(config: Any) -> Any:
+    """A uvicorn server that leaves the process's signals to the supervisor."""
     import contextlib
     import uvicorn
 
     class ThreadServer(uvicorn.Server):
         @contextlib.contextmanager
-        def capture_signals(self) -> Any:   # the supervisor owns the signals
+        def capture_signals(self) -> Any:
             yield
-    return ThreadServer
-
-
-def _ThreadServer(config: Any) -> Any:
-    return _thread_server_class()(config)
+    return ThreadServer(config)

@@ -91,6 +91,9 @@ def test_cookie_login_and_csrf(web) -> None:
     with web.client(token=False, follow_redirects=False) as browser:
         refused = browser.post("/login", data={"token": "nope"})
         assert refused.status_code == 401 and "stemd_session" not in refused.headers.get("set-cookie", "")
+        huge = browser.post("/login", content=b"token=" + b"x" * 1_000_000,
+                            headers={"content-type": "application/x-www-form-urlencoded"})
+        assert huge.status_code == 413
         login = browser.post("/login", data={"token": web.token})
         assert login.status_code == 303
         cookie = login.headers["set-cookie"].lower()
