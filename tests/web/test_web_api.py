@@ -9,7 +9,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from audio import make_track
