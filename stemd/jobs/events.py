@@ -8,11 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from stemd.jobs.store import Job, Store
-
-# The kinds of events a job goes through ("started" is the change to "running").
-EVENT_KINDS = ("queued", "started", "done", "failed", "canceled")
-
+from stemd.jobs.store import Store
 
 @dataclass(frozen=True)
 class JobEvent:
@@ -31,10 +27,6 @@ def events_after(store: Store, after: int, limit: int = 500) -> list[JobEvent]:
     rows = store.db.conn.execute("SELECT id, job_id, kind, created_at FROM events WHERE id > ? "
                                  "ORDER BY id LIMIT ?", (after, limit))
     return [JobEvent(int(r[0]), int(r[1]), str(r[2]), float(r[3])) for r in rows]
-
-
-def job_of(store: Store, event: JobEvent) -> Optional[Job]:
-    return store.get(event.job_id)
 
 
 def get_value(store: Store, key: str) -> Optional[str]:
