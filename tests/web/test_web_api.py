@@ -84,6 +84,7 @@ def test_token_file_is_private(web) -> None:
     assert len(web.token) >= 43                       # 32 random bytes, url-safe base64
     printed = stemd(web.daemon.config, "web", "token")
     assert printed.returncode == 0 and printed.stdout.strip() == web.token
+    assert f"dashboard: {web.url}" in stemd(web.daemon.config, "status").stdout
 
 
 def test_cookie_login_and_csrf(web) -> None:
