@@ -78,6 +78,16 @@ def test_dashboard_loads_nothing_from_elsewhere() -> None:
         assert not re.search(r"""(src|href|url|import)\s*[=(]\s*["']?(https?:)?//""", text), name
 
 
+def test_supervisor_with_the_web_on_stays_small(web) -> None:
+    """The supervisor never imports torch; with the web server it stays under 150 MB."""
+    import psutil
+    supervisor = psutil.Process(web.daemon.pid)
+    assert supervisor.memory_info().rss < 150e6
+    maps = Path(f"/proc/{web.daemon.pid}/maps")
+    if maps.exists():
+        assert "libtorch" not in maps.read_text()
+
+
 def test_token_file_is_private(web) -> None:
     token_file = web.daemon.state_dir / "web-token"
     assert token_file.stat().st_mode & 0o777 == 0o600
