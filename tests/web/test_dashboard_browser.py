@@ -1,5 +1,6 @@
 """The dashboard in a real headless Chromium (Debian's, driven by Playwright): log in,
-upload a file, watch its bar reach done without a reload, play a stem, download the zip.
+choose a file and drop another, watch the bar reach done without a reload, play a stem,
+download the zip.
 
 With STEMD_SCREENSHOTS=1 it also writes the pictures used in docs/web.md.
 """
@@ -74,6 +75,16 @@ def test_log_in_upload_watch_play_and_download(browser, tmp_path: Path, model_re
         job_row = done.get_attribute("id")
         states = [state for row, state in page.evaluate("window.seen") if row == job_row]
         assert states[-1] == "done" and set(states) & {"queued", "running"}, states
+        # a file dragged onto the page (same audio: its stems come from the cache)
+        page.evaluate("""async (jobId) => {
+            const blob = await (await fetch(`/api/jobs/${jobId}/input`)).blob();
+            const data = new DataTransfer();
+            data.items.add(new File([blob], 'Dropped Take.wav', {type: 'audio/wav'}));
+            const drop = document.getElementById('drop');
+            for (const type of ['dragenter', 'dragover', 'drop'])
+                drop.dispatchEvent(new DragEvent(type, {dataTransfer: data, bubbles: true, cancelable: true}));
+        }""", int(job_row.split("-")[1]))
+        page.wait_for_selector("#results .row[data-state=done]:has-text('Dropped Take.wav')", timeout=60000)
         page.wait_for_timeout(500)
         _screenshot(page, "web-dashboard.png")
 

@@ -122,7 +122,7 @@ function chart(history) {
   });
   if (points.length) add("polyline", {points: points.join(" "), fill: "none", stroke: "#3d7eff", "stroke-width": 2});
   add("text", {x: 2, y: 10}, `${top} jobs`);
-  add("text", {x: w - pad - 60, y: 10}, `RTF ${rtfTop.toFixed(2)}`);
+  add("text", {x: w - pad - 150, y: 10}, `real-time factor up to ${rtfTop.toFixed(2)}`);
   byId("chart").replaceChildren(svg);
 }
 async function refreshChart() { try { chart(await get("/api/history")); } catch (e) { console.warn(e); } }
