@@ -23,6 +23,7 @@ from stemd.notify.senders import SendError, send, where
 log = logging.getLogger(__name__)
 
 CURSOR = "notify_cursor"
+IDLE_CURSOR_EVERY = 30.0     # with no [[notify]] entry the place in the log is only kept up
 MAX_BACKOFF = 600.0
 KEEP_DONE = 7 * 86400.0
 
@@ -53,6 +54,7 @@ class Notifications:
         self.targets = list(targets)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._cursor_kept = 0.0
 
     def reconfigure(self, targets: list[NotifyConfig]) -> None:
         self.targets = list(targets)
@@ -80,11 +82,21 @@ class Notifications:
 
     # -- one step -----------------------------------------------------------------------
     def loop(self, now: float) -> None:
+        if not self.targets:
+            self._keep_cursor(now)
+            return
         self.enqueue_new_events(now)
         for delivery in deliveries.due(self.store, now):
             if self._stop.is_set():
                 return
             self.attempt(delivery, time.time())
+
+    def _keep_cursor(self, now: float) -> None:
+        """No receivers: move the place in the event log along now and then, so that
+        receivers added later (after a restart) are not sent old events."""
+        if now - self._cursor_kept >= IDLE_CURSOR_EVERY:
+            set_value(self.store, CURSOR, str(last_event_id(self.store)))
+            self._cursor_kept = now
 
     def enqueue_new_events(self, now: float) -> None:
         cursor = get_value(self.store, CURSOR)
