@@ -40,7 +40,7 @@ TICK = 0.25
 def inbox_specs(config: Config) -> list[InboxSpec]:
     intake = config.intake
     exclude = (config.state_dir, config.outbox.path, config.archive_dir, config.failed_dir)
-    return [InboxSpec(path=inbox.path, profile=inbox.profile,
+    return [InboxSpec(path=inbox.path, profile=inbox.profile, priority=inbox.priority,
                       settle_seconds=intake.settle_seconds,
                       network_settle_seconds=intake.network_settle_seconds,
                       subfolder_profiles=inbox.subfolders, extra_ignore=tuple(intake.ignore),
@@ -154,7 +154,8 @@ class Daemon:
                 self._prewarm_if_settling()
                 for candidate in self.watcher.loop(time.monotonic()):
                     self.intake.offer(Arrival(candidate.path, candidate.profile,
-                                              candidate.inbox.path, size=candidate.size,
+                                              candidate.inbox.path, candidate.inbox.priority,
+                                              size=candidate.size,
                                               mtime=candidate.mtime))
             except Exception:
                 log.exception("watcher step failed; continuing")
