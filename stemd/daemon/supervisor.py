@@ -63,7 +63,7 @@ def intake_settings(config: Config) -> IntakeSettings:
 
 
 def make_folders(config: Config) -> None:
-    for folder in (config.state_dir, config.outbox.path, config.staging_dir, config.cache_dir,
+    for folder in (config.state_dir, config.outbox.path, config.cache_dir,
                    config.archive_dir, config.failed_dir, *(i.path for i in config.inbox)):
         folder.mkdir(parents=True, exist_ok=True)
 

@@ -22,6 +22,7 @@ from stemd.jobs.lifecycle import (PublishSettings, build_manifest, finish_job, p
 from stemd.config import Config, WorkersConfig
 from stemd.engine.types import ModelSource, OutputFormat, SeparationOptions, SeparationResult
 from stemd.output.naming import track_name
+from stemd.output.publish import remove_empty_staging
 from stemd.dispatch.slots import Running, Slot, describe_exit
 from stemd.jobs.store import Job, State, Store
 from stemd.worker.process import Task, WorkerSpec
@@ -71,6 +72,7 @@ class Dispatcher:
         self._estimates: dict[int, int] = {}
         self._retiring: list[Slot] = []
         self._hold: tuple[float, int] = (0.0, 0)   # (until, free slots) while a job waits
+        self._staging_touched = True               # staging may hold an empty folder
         self._resize(gpus, cpu_slots, threads)
 
     # -- slots -----------------------------------------------------------------------
@@ -116,6 +118,13 @@ class Dispatcher:
         if self.claiming:
             self._dispatch(now)
             self._look_ahead(now)
+        self._tidy_staging()
+
+    def _tidy_staging(self) -> None:
+        """When nothing is being written, no empty staging folder stays in the outbox."""
+        if self._staging_touched and not self.busy():
+            remove_empty_staging(self.settings.publish.staging_dir)
+            self._staging_touched = False
 
     def _all_slots(self) -> list[Slot]:
         return self.slots + [s for s in self._retiring if s.running]
@@ -321,6 +330,7 @@ class Dispatcher:
         for job in self.store.runnable(now):
             if not free:
                 return
+            self._staging_touched = True
             if job.key and job.key in busy_keys:
                 self.waiting[job.id] = "waiting for an identical job to finish (served from cache)"
                 continue
