@@ -264,6 +264,8 @@ class Dispatcher:
         assert run is not None
         if payload["kind"] == "oom":
             self._shrink_after_oom(slot, run)
+        elif payload["kind"] == "device":
+            self._cpu_after_device_error(run)
         self._attempt_failed(slot, payload["kind"], payload["message"], payload["hint"],
                              payload["permanent"], keep_worker=True)
 
@@ -278,6 +280,12 @@ class Dispatcher:
         elif slot.kind == "gpu":
             options["force_device"] = "cpu"
         self.store.set_options(job.id, options)
+
+    def _cpu_after_device_error(self, run: Running) -> None:
+        """A GPU or MPS device failed: the next attempt runs on the CPU."""
+        job = self.store.get(run.job_id)
+        if job is not None:
+            self.store.set_options(job.id, {**job.options, "force_device": "cpu"})
 
     def _attempt_failed(self, slot: Slot, kind: str, message: str, hint: str, permanent: bool,
                         keep_worker: bool = False) -> None:

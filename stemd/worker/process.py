@@ -217,6 +217,8 @@ def _configure_torch(spec: WorkerSpec) -> None:
         os.environ["MKL_NUM_THREADS"] = str(spec.threads)
     if spec.source.offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
+    if spec.device == "mps":     # operators MPS lacks run on the CPU instead of failing
+        os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
     import torch
     if spec.threads > 0:
         torch.set_num_threads(spec.threads)
