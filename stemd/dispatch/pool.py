@@ -165,6 +165,8 @@ class SlotPool:
                         message.job, message.exc_text)
         elif isinstance(message, Ready):
             slot.free_vram = message.free_vram
+            if run is not None:
+                _clock_from(run, time.monotonic())
         elif isinstance(message, Unloaded):
             slot.preloaded = None
         elif run is None or getattr(message, "job_id", None) != run.job_id:
@@ -254,3 +256,12 @@ class SlotPool:
     def healthy(self) -> bool:
         """Busy slots have a live worker (a dead one is replaced on the next step)."""
         return all(slot.alive() for slot in self.slots if slot.running)
+
+
+def _clock_from(run: Running, now: float) -> None:
+    """The job was handed to a worker still starting (importing torch can take seconds on
+    a busy machine): its deadline and stall clock start when the worker is ready."""
+    delta = max(0.0, now - run.started)
+    run.started += delta
+    run.deadline += delta
+    run.last_progress = max(run.last_progress, now)
