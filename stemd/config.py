@@ -139,6 +139,7 @@ class ProfileConfig(_Section):
     clip: Literal["rescale", "clamp", "none"] = "rescale"
     template: Optional[str] = None
     priority: int = 0
+    skip_silent: bool = False
 
     @field_validator("template")
     @classmethod
@@ -157,7 +158,8 @@ class ProfileConfig(_Section):
         return SeparationOptions(
             model=self.model, two_stems=self.two_stems, other_method=self.other_method,
             shifts=self.shifts, overlap=self.overlap, segment=self.segment, clip=self.clip,
-            precision=self.precision, batch_size=self.batch_size, format=fmt)
+            precision=self.precision, batch_size=self.batch_size, format=fmt,
+            skip_silent=self.skip_silent)
 
 
 class Config(_Section):

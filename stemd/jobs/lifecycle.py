@@ -47,7 +47,6 @@ def rel_track_dir(template: str, job: Job) -> str:
 
 def build_manifest(job: Job, result: SeparationResult, wall: float,
                    template: str) -> dict[str, Any]:
-    stems = {name: Path(path).name for name, path in result.stems.items()}
     return {
         "stemd_version": __version__, "job_id": job.id, "host": socket.gethostname(),
         "input": {"name": job.input_name, "path": job.input, "size": job.size,
@@ -58,7 +57,8 @@ def build_manifest(job: Job, result: SeparationResult, wall: float,
         "device": result.device, "members_run": result.members_run,
         "output": {"sample_rate": result.sample_rate, "channels": result.channels,
                    "frames": result.frames, "template": template},
-        "stems": {name: {"file": rel} for name, rel in stems.items()},
+        "stems": result.manifest_stems(),
+        "quality": result.quality.as_dict() if result.quality else None,
         "timings": {**{k: round(v, 3) for k, v in result.timings.items()}, "wall": round(wall, 3)},
         "attempts": job.attempts, "cached": False,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
