@@ -109,15 +109,17 @@ def k_weighting_fir(rate: int) -> np.ndarray:
 class TruePeak:
     """The largest absolute value of the signal oversampled 4x (BS.1770-4 Annex 2)."""
 
+    PHASES = _TRUE_PEAK_PHASES.astype(np.float32)     # the samples are float32 already
+
     def __init__(self, channels: int) -> None:
-        self.history = np.zeros((channels, _TRUE_PEAK_PHASES.shape[1] - 1))
+        self.history = np.zeros((channels, _TRUE_PEAK_PHASES.shape[1] - 1), np.float32)
         self.peak = 0.0
 
     def add(self, x: np.ndarray) -> None:
         joined = np.concatenate([self.history, x], axis=1)
         self.history = joined[:, x.shape[1]:]
         for row in joined:
-            for phase in _TRUE_PEAK_PHASES:       # np.convolve: plain C loops, no BLAS threads
+            for phase in self.PHASES:             # np.convolve: plain C loops, no BLAS threads
                 self.peak = max(self.peak, float(np.abs(np.convolve(row, phase, "valid")).max()))
 
 
@@ -177,13 +179,14 @@ class StemMeter:
 
     def add(self, chunk: torch.Tensor | np.ndarray) -> None:
         """``chunk``: ``[channels, n]`` samples, in order."""
-        x = _float64(chunk)
-        if x.shape[1] == 0:
+        samples = _samples(chunk)
+        if samples.shape[1] == 0:
             return
+        self.true_peak.add(samples.astype(np.float32, copy=False))
+        x = samples.astype(np.float64)
         self.peak = max(self.peak, float(np.abs(x).max()))
         self.squares += float(np.square(x).sum())
         self.frames += x.shape[1]
-        self.true_peak.add(x)
         self.loudness.add(np.square(self.weighting(x)).sum(axis=0))
 
     def result(self, gain: float = 1.0) -> StemAnalysis:
@@ -213,9 +216,10 @@ class QualityMeter:
 
     def add(self, stems: Mapping[str, torch.Tensor], mix: torch.Tensor) -> None:
         """``stems``: each ``[channels, n]`` before clipping; ``mix``: the same span."""
-        rows = np.stack([_float64(stems[name]).reshape(-1) for name in self.names])
+        rows = np.stack([_samples(stems[name]).reshape(-1) for name in self.names]).astype(
+            np.float64)
         self.gram += np.einsum("in,jn->ij", rows, rows)      # no BLAS threads beside the model
-        flat = _float64(mix).reshape(-1)
+        flat = _samples(mix).reshape(-1).astype(np.float64)
         self.mix_energy += float(np.einsum("n,n->", flat, flat))
         if self.residual:
             left = flat - rows.sum(axis=0)
@@ -277,7 +281,7 @@ class Metering:
             future.result()
 
 
-def _float64(samples: torch.Tensor | np.ndarray) -> np.ndarray:
+def _samples(samples: torch.Tensor | np.ndarray) -> np.ndarray:
     if isinstance(samples, torch.Tensor):
-        samples = samples.detach().cpu().numpy()
-    return np.asarray(samples, dtype=np.float64)
+        return samples.detach().cpu().numpy()
+    return np.asarray(samples)
