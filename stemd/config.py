@@ -76,6 +76,16 @@ class IntakeConfig(_Section):
     follow_symlinks: bool = False
 
 
+class LinksConfig(_Section):
+    enabled: bool = False
+    max_duration: Seconds = 3600.0
+    max_filesize: Bytes = 500 * 1024 * 1024
+    allowed_hosts: list[str] = Field(default_factory=list)
+    allow_private: bool = False
+    download_timeout: Seconds = 600.0
+    rate_limit: int = Field(30, ge=0)
+
+
 class ModelsConfig(_Section):
     repo: Optional[Path] = None
     offline: bool = False
@@ -170,6 +180,7 @@ class Config(_Section):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
+    links: LinksConfig = Field(default_factory=LinksConfig)
     profiles: dict[str, ProfileConfig] = Field(default_factory=lambda: {"default": ProfileConfig()})
     source: Optional[Path] = Field(None, exclude=True)
 
