@@ -110,6 +110,7 @@ class SeparationResult:
     analysis: dict[str, StemAnalysis] = field(default_factory=dict)   # stem -> levels
     quality: Optional[QualityEstimate] = None
     skipped: tuple[str, ...] = ()              # silent stems left out (skip_silent)
+    title: Optional[str] = None                # a downloaded input's title (link jobs)
 
     def manifest_stems(self) -> dict[str, dict[str, object]]:
         """The manifest's ``stems``: each stem's file, whether it was published, its levels."""

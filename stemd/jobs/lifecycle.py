@@ -41,8 +41,13 @@ def work_dir(settings: PublishSettings, job_id: int, attempt: int) -> Path:
 
 
 def rel_track_dir(template: str, job: Job) -> str:
-    return track_dir(template, track=track_name(job.input_name), model=job.options.get("model", ""),
+    return track_dir(template, track=job_track(job), model=job.options.get("model", ""),
                      profile=job.profile)
+
+
+def job_track(job: Job) -> str:
+    """The track name: a link job's title once known, else the input's name."""
+    return job.title or track_name(job.input_name)
 
 
 def build_manifest(job: Job, result: SeparationResult, wall: float,
@@ -62,6 +67,7 @@ def build_manifest(job: Job, result: SeparationResult, wall: float,
         "timings": {**{k: round(v, 3) for k, v in result.timings.items()}, "wall": round(wall, 3)},
         "attempts": job.attempts, "cached": False,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **({"url": job.url, "title": job.title} if job.url else {}),
     }
 
 
@@ -107,6 +113,8 @@ def handle_input(store: Store, settings: PublishSettings, job: Job) -> None:
     inbox = Path(job.inbox) if job.inbox else None
     if job.source == "submit":
         return  # a file named on `stemd submit` is the user's own: never moved or deleted
+    if job.source == "link" and store.others_active_on_input(job.id, job.input):
+        return  # a link file's other URLs still need it: the last job handles it
     try:
         new_path = after_success(path, settings.after_success, settings.archive_dir, inbox)  # type: ignore[arg-type]
     except OSError as exc:
@@ -121,6 +129,8 @@ def park_failed_input(store: Store, failed_dir: Path, job: Job, message: str, hi
     """Move a failed job's input to the failed folder with its note; files named on
     ``stemd submit`` are the user's own and stay where they are."""
     if job.source == "submit":
+        return
+    if job.source == "link" and store.others_active_on_input(job.id, job.input):
         return
     moved = move_to_failed(Path(job.input), failed_dir, Path(job.inbox) if job.inbox else None,
                            message, hint, job.id)

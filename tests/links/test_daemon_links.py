@@ -1,0 +1,55 @@
+"""Link drops end to end: the real daemon takes link files, downloads from a real local
+HTTP server in its worker, separates, publishes under the title, and fails clearly."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("yt_dlp")
+
+from .linkserver import LinkServer  # noqa: E402
+
+LINKS = {"enabled": True, "allow_private": True, "download_timeout": "20s",
+         "max_duration": "10s"}
+
+
+def _error_of(jobs: list[dict], url: str) -> str:
+    return next(j["error"] for j in jobs if j["url"] == url)
+
+
+def test_link_files_become_stems_and_failures_say_why(make_daemon, tmp_path: Path,
+                                                      server: LinkServer) -> None:
+    daemon = make_daemon(links=LINKS, workers={"max_attempts": 1})
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    (inbox / "shared from phone.url").write_text(
+        f"[InternetShortcut]\nURL={server.url('song.mp3')}\n")
+    (inbox / "broken.txt").write_text(f"{server.url('gone.mp3')}\n")
+    (inbox / "too long.links").write_text(f"{server.url('long.mp3')}\n")
+    (inbox / "news.links").write_text(f"{server.url('page.html')}\n")
+
+    jobs = daemon.wait_jobs(4, ("done", "failed"), timeout=240)
+    by_url = {j["url"]: j for j in jobs}
+    assert by_url[server.url("song.mp3")]["state"] == "done"
+    track = outbox / "song"                          # the title, not the link file's name
+    manifest = json.loads((track / "manifest.json").read_text())
+    assert manifest["url"] == server.url("song.mp3") and manifest["title"] == "song"
+    assert {p.name for p in track.iterdir()} >= {"drums.wav", "bass.wav", "other.wav",
+                                                  "vocals.wav"}
+    assert (tmp_path / "state" / "archive" / "shared from phone.url").exists()
+
+    assert "unavailable (HTTP 404)" in _error_of(jobs, server.url("gone.mp3"))
+    assert "longer than the 10s allowed" in _error_of(jobs, server.url("long.mp3"))
+    assert "No audio was found" in _error_of(jobs, server.url("page.html"))
+    failed = tmp_path / "state" / "failed"
+    assert "HTTP 404" in (failed / "broken.txt.error.txt").read_text()
+    assert sorted(p.name for p in outbox.iterdir() if not p.name.startswith(".")) == ["song"]
+
+
+def test_a_forbidden_address_is_refused_at_intake(make_daemon, tmp_path: Path) -> None:
+    daemon = make_daemon(links={"enabled": True})
+    (tmp_path / "inbox" / "lan.url").write_text("[InternetShortcut]\nURL=http://127.0.0.1:9/x\n")
+    job = daemon.wait_jobs(1, ("failed",), timeout=60)[0]
+    assert "local network" in job["error"] and "allow_private" in job["error"]
+    assert (tmp_path / "state" / "failed" / "lan.url").exists()
