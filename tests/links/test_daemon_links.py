@@ -53,3 +53,18 @@ def test_a_forbidden_address_is_refused_at_intake(make_daemon, tmp_path: Path) -
     job = daemon.wait_jobs(1, ("failed",), timeout=60)[0]
     assert "local network" in job["error"] and "allow_private" in job["error"]
     assert (tmp_path / "state" / "failed" / "lan.url").exists()
+
+
+def test_downloads_beyond_the_rate_limit_wait(make_daemon, tmp_path: Path,
+                                              server: LinkServer) -> None:
+    daemon = make_daemon(links={**LINKS, "rate_limit": 1})
+    (tmp_path / "inbox" / "two.txt").write_text(
+        f"{server.url('song.mp3')}\n{server.url('song.mp3')}?take=2\n")
+    daemon.wait_jobs(1, ("done",), timeout=120)
+
+    def held() -> str:
+        reasons = ((daemon.status() or {}).get("dispatcher") or {}).get("waiting", {})
+        return next((r for r in reasons.values() if "links.rate_limit" in r), "")
+    assert "1 downloads in the last hour" in daemon.wait_for(held, 30, "the rate-limit wait")
+    assert sorted(j["state"] for j in daemon.jobs()) == ["done", "queued"]
+    assert (tmp_path / "inbox" / "two.txt").exists()   # its second URL still needs it
