@@ -1,6 +1,7 @@
 """What happens when a worker finishes: manifest, publish, cache, input handling."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -91,6 +92,11 @@ def serve_from_cache(store: Store, settings: PublishSettings, job: Job, boot: st
                      template: str) -> Optional[Published]:
     """Publish a cached result for ``job`` (already claimed) without separating again."""
     entry = settings.cache_dir / job.key
+    if job.url and not job.title:   # a link job: the cached track's title names the folder
+        title = (read_manifest(entry) or {}).get("title")
+        if isinstance(title, str) and title:
+            store.set_title(job.id, title)
+            job = dataclasses.replace(job, title=title)
     staged = stage_dir(settings, job.id, job.attempts)
     rel_dir = rel_track_dir(template, job)
     staged_track = staged / rel_dir

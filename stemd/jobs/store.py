@@ -152,6 +152,7 @@ class Job:
             "progress": round(self.progress, 1), "priority": self.priority,
             "device": self.device, "duration": self.duration, "sha256": self.sha256,
             "cached": self.cached, "history": self.history,
+            **({"url": self.url, "title": self.title} if self.url else {}),
         }
 
 

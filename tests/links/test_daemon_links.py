@@ -68,3 +68,18 @@ def test_downloads_beyond_the_rate_limit_wait(make_daemon, tmp_path: Path,
     assert "1 downloads in the last hour" in daemon.wait_for(held, 30, "the rate-limit wait")
     assert sorted(j["state"] for j in daemon.jobs()) == ["done", "queued"]
     assert (tmp_path / "inbox" / "two.txt").exists()   # its second URL still needs it
+
+
+def test_the_same_url_again_is_served_from_the_cache(make_daemon, tmp_path: Path,
+                                                      server: LinkServer) -> None:
+    daemon = make_daemon(links=LINKS)
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    (inbox / "first.url").write_text(f"[InternetShortcut]\nURL={server.url('song.mp3')}\n")
+    daemon.wait_jobs(1, ("done",), timeout=120)
+    (inbox / "second.txt").write_text(f"{server.url('song.mp3')}\n")
+    jobs = daemon.wait_jobs(2, ("done",), timeout=60)
+    assert jobs[1]["cached"] == 1 and jobs[1]["title"] == "song"
+    assert sorted(p.name for p in outbox.iterdir() if not p.name.startswith(".")) == \
+        ["song", "song (2)"]
+    manifest = json.loads((outbox / "song (2)" / "manifest.json").read_text())
+    assert manifest["cached"] is True and manifest["url"] == server.url("song.mp3")
