@@ -159,6 +159,9 @@ def classify(exc: BaseException, url: str, limits: LinkLimits) -> Exception:
     if isinstance(status, int) and status in PERMANENT_HTTP:
         return LinkError(f"{url} is unavailable (HTTP {status}).",
                          "Check the link; a removed or private track cannot be fetched.")
+    if isinstance(status, int):        # 5xx, 429 ...: the server may answer later
+        return DownloadFailed(f"The server of {url} answered HTTP {status}.",
+                              "The job is retried.")
     if any(word in text.lower() for word in UNAVAILABLE_WORDS):
         return LinkError(f"{url} is unavailable: {_short(text)}",
                          "Check the link; a removed or private track cannot be fetched.")
