@@ -55,7 +55,8 @@ class DispatchSettings:
                              allow_pickle=config.models.allow_pickle)
         templates = {name: config.template_for(name) for name in config.profiles}
         links = config.links
-        limits = LinkLimits(links.max_duration, links.max_filesize, links.download_timeout)
+        limits = LinkLimits(links.max_duration, links.max_filesize, links.download_timeout,
+                            links.allow_private)
         return cls(config.workers, publish, source, templates, config.daemon.log_level, limits,
                    links.rate_limit)
 

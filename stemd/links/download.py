@@ -32,6 +32,7 @@ class LinkLimits:
     max_duration: float        # seconds
     max_filesize: int          # bytes
     download_timeout: float    # seconds for the whole download
+    allow_private: bool = False    # media on this machine or the local network
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ def download(url: str, folder: Path, limits: LinkLimits, progress: ProgressFn,
         with yt_dlp.YoutubeDL(options) as ydl:
             info = ydl.extract_info(url, download=False)
             _check_metadata(info, url, limits)
+            _check_media_hosts(info, limits)
             done = ydl.process_ie_result(info, download=True)
     except (LinkError, DownloadFailed):
         raise
@@ -139,6 +141,18 @@ def _check_metadata(info: dict[str, Any], url: str, limits: LinkLimits) -> None:
     formats = info.get("formats") or [info]
     if all(f.get("acodec") == "none" for f in formats):
         raise LinkError(f"{url} has no audio.", "Use a link to a page with audio or video.")
+
+
+def _check_media_hosts(info: dict[str, Any], limits: LinkLimits) -> None:
+    """A page may point its media anywhere (a CDN is fine); never into the local network,
+    unless allowed. The page's own address was checked at intake."""
+    if limits.allow_private:
+        return
+    from stemd.links.policy import UrlPolicy, check_url
+    chosen = info.get("requested_formats") or [info]
+    for media in chosen:
+        if isinstance(media.get("url"), str):
+            check_url(media["url"], UrlPolicy())
 
 
 def classify(exc: BaseException, url: str, limits: LinkLimits) -> Exception:

@@ -14,7 +14,8 @@ from stemd.links.download import LinkLimits, download  # noqa: E402
 
 from .linkserver import LinkServer  # noqa: E402
 
-LIMITS = LinkLimits(max_duration=10.0, max_filesize=50_000_000, download_timeout=30.0)
+LIMITS = LinkLimits(max_duration=10.0, max_filesize=50_000_000, download_timeout=30.0,
+                    allow_private=True)          # the test server is on 127.0.0.1
 
 
 def duration(path: Path) -> float:
@@ -53,17 +54,28 @@ def test_a_track_too_long_is_refused_and_removed(server: LinkServer, tmp_path: P
 
 
 def test_a_file_larger_than_allowed_is_not_downloaded(server: LinkServer, tmp_path: Path) -> None:
-    small = LinkLimits(max_duration=60.0, max_filesize=10_000, download_timeout=30.0)
+    small = LinkLimits(max_duration=60.0, max_filesize=10_000, download_timeout=30.0,
+                       allow_private=True)
     with pytest.raises(LinkError) as caught:
         download(server.url("long.mp3"), tmp_path, small, lambda f: None, duration)
     assert "is larger than the" in caught.value.message and "max_filesize" in caught.value.hint
 
 
 def test_a_stalled_download_is_a_retried_failure(server: LinkServer, tmp_path: Path) -> None:
-    quick = LinkLimits(max_duration=60.0, max_filesize=50_000_000, download_timeout=2.0)
+    quick = LinkLimits(max_duration=60.0, max_filesize=50_000_000, download_timeout=2.0,
+                       allow_private=True)
     started = time.monotonic()
     with pytest.raises(DownloadFailed) as caught:
         download(server.url("stall/song.mp3"), tmp_path, quick, lambda f: None, duration)
     assert time.monotonic() - started < 20
     assert not caught.value.permanent
     assert "timed out" in caught.value.message.lower() or "longer than" in caught.value.message
+
+
+def test_media_in_the_local_network_is_refused_unless_allowed(server: LinkServer,
+                                                              tmp_path: Path) -> None:
+    """Checked again in the worker, on the media address the metadata gives."""
+    strict = LinkLimits(max_duration=60.0, max_filesize=50_000_000, download_timeout=30.0)
+    with pytest.raises(LinkError, match="local network"):
+        download(server.url("song.mp3"), tmp_path, strict, lambda f: None, duration)
+    assert not list(tmp_path.iterdir())
