@@ -83,3 +83,16 @@ def test_the_same_url_again_is_served_from_the_cache(make_daemon, tmp_path: Path
         ["song", "song (2)"]
     manifest = json.loads((outbox / "song (2)" / "manifest.json").read_text())
     assert manifest["cached"] is True and manifest["url"] == server.url("song.mp3")
+
+
+def test_a_stalled_download_is_retried_then_fails_with_its_reason(make_daemon, tmp_path: Path,
+                                                                  server: LinkServer) -> None:
+    daemon = make_daemon(links={**LINKS, "download_timeout": "3s"},
+                         workers={"max_attempts": 2})
+    (tmp_path / "inbox" / "slow.url").write_text(
+        f"[InternetShortcut]\nURL={server.url('stall/song.mp3')}\n")
+    job = daemon.wait_jobs(1, ("failed",), timeout=120)[0]
+    assert job["attempts"] == 2
+    assert "timed out" in job["error"].lower() and "retried" not in job["error"].split(".")[0]
+    assert [a["kind"] for a in json.loads(job["history"])] == ["download", "download"]
+    assert (tmp_path / "state" / "failed" / "slow.url").exists()
