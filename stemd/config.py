@@ -76,6 +76,16 @@ class IntakeConfig(_Section):
     follow_symlinks: bool = False
 
 
+class LinksConfig(_Section):
+    enabled: bool = False
+    max_duration: Seconds = 3600.0
+    max_filesize: Bytes = 500 * 1024 * 1024
+    allowed_hosts: list[str] = Field(default_factory=list)
+    allow_private: bool = False
+    download_timeout: Seconds = 600.0
+    rate_limit: int = Field(30, ge=0)
+
+
 class ModelsConfig(_Section):
     repo: Optional[Path] = None
     offline: bool = False
@@ -139,6 +149,7 @@ class ProfileConfig(_Section):
     clip: Literal["rescale", "clamp", "none"] = "rescale"
     template: Optional[str] = None
     priority: int = 0
+    skip_silent: bool = False
 
     @field_validator("template")
     @classmethod
@@ -157,7 +168,8 @@ class ProfileConfig(_Section):
         return SeparationOptions(
             model=self.model, two_stems=self.two_stems, other_method=self.other_method,
             shifts=self.shifts, overlap=self.overlap, segment=self.segment, clip=self.clip,
-            precision=self.precision, batch_size=self.batch_size, format=fmt)
+            precision=self.precision, batch_size=self.batch_size, format=fmt,
+            skip_silent=self.skip_silent)
 
 
 class WebConfig(_Section):
@@ -217,6 +229,7 @@ class Config(_Section):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
+    links: LinksConfig = Field(default_factory=LinksConfig)
     profiles: dict[str, ProfileConfig] = Field(default_factory=lambda: {"default": ProfileConfig()})
     web: WebConfig = Field(default_factory=WebConfig)
     notify: list[NotifyConfig] = Field(default_factory=list)

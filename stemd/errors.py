@@ -78,3 +78,16 @@ class StoreError(StemdError):
 
     permanent = True
     kind = "store"
+
+
+class LinkError(InputError):
+    """A link cannot give audio: a bad or forbidden address, nothing there, too long, no
+    audio, or yt-dlp missing (permanent)."""
+
+    kind = "link"
+
+
+class DownloadFailed(StemdError):
+    """A download failed for a reason that may pass: the network, a timeout (retried)."""
+
+    kind = "download"

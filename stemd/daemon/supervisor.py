@@ -29,6 +29,7 @@ from stemd.errors import StemdError
 from stemd.jobs.intake import Arrival, Intake, IntakeSettings
 from stemd.output.publish import find_published
 from stemd.jobs.store import State, Store
+from stemd.links.policy import UrlPolicy
 from stemd.watch import InboxSpec, Watcher
 
 log = logging.getLogger(__name__)
@@ -44,22 +45,33 @@ def inbox_specs(config: Config) -> list[InboxSpec]:
                       settle_seconds=intake.settle_seconds,
                       network_settle_seconds=intake.network_settle_seconds,
                       subfolder_profiles=inbox.subfolders, extra_ignore=tuple(intake.ignore),
-                      extensions=_extensions(intake.extensions), poll=intake.poll,
+                      extensions=_extensions(intake.extensions, config.links.enabled),
+                      poll=intake.poll,
                       poll_interval=intake.poll_interval, rescan_interval=intake.rescan_interval,
                       follow_symlinks=intake.follow_symlinks, exclude_dirs=exclude,
                       empty_timeout=intake.empty_timeout)
             for inbox in config.inbox]
 
 
-def _extensions(extra: list[str]) -> frozenset[str]:
+def _extensions(extra: list[str], links: bool = False) -> frozenset[str]:
     from stemd.watch import DEFAULT_EXTENSIONS
-    return DEFAULT_EXTENSIONS | frozenset(extra)      # InboxSpec normalises case and dots
+    from stemd.links.parse import LINK_EXTENSIONS
+    taken = DEFAULT_EXTENSIONS | frozenset(extra)     # InboxSpec normalises case and dots
+    return taken | frozenset(LINK_EXTENSIONS) if links else taken
 
 
 def intake_settings(config: Config) -> IntakeSettings:
     return IntakeSettings(max_file_bytes=int(config.intake.max_file_mb * 1e6),
                           max_duration=config.intake.max_duration, failed_dir=config.failed_dir,
-                          min_duration=config.intake.min_duration)
+                          min_duration=config.intake.min_duration,
+                          links=link_policy(config))
+
+
+def link_policy(config: Config) -> Optional[UrlPolicy]:
+    links = config.links
+    if not links.enabled:
+        return None
+    return UrlPolicy(allowed_hosts=tuple(links.allowed_hosts), allow_private=links.allow_private)
 
 
 def make_folders(config: Config) -> None:

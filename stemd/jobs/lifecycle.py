@@ -1,6 +1,7 @@
 """What happens when a worker finishes: manifest, publish, cache, input handling."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -41,13 +42,17 @@ def work_dir(settings: PublishSettings, job_id: int, attempt: int) -> Path:
 
 
 def rel_track_dir(template: str, job: Job) -> str:
-    return track_dir(template, track=track_name(job.input_name), model=job.options.get("model", ""),
+    return track_dir(template, track=job_track(job), model=job.options.get("model", ""),
                      profile=job.profile)
+
+
+def job_track(job: Job) -> str:
+    """The track name: a link job's title once known, else the input's name."""
+    return job.title or track_name(job.input_name)
 
 
 def build_manifest(job: Job, result: SeparationResult, wall: float,
                    template: str) -> dict[str, Any]:
-    stems = {name: Path(path).name for name, path in result.stems.items()}
     return {
         "stemd_version": __version__, "job_id": job.id, "host": socket.gethostname(),
         "input": {"name": job.input_name, "path": job.input, "size": job.size,
@@ -58,10 +63,12 @@ def build_manifest(job: Job, result: SeparationResult, wall: float,
         "device": result.device, "members_run": result.members_run,
         "output": {"sample_rate": result.sample_rate, "channels": result.channels,
                    "frames": result.frames, "template": template},
-        "stems": {name: {"file": rel} for name, rel in stems.items()},
+        "stems": result.manifest_stems(),
+        "quality": result.quality.as_dict() if result.quality else None,
         "timings": {**{k: round(v, 3) for k, v in result.timings.items()}, "wall": round(wall, 3)},
         "attempts": job.attempts, "cached": False,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **({"url": job.url, "title": job.title} if job.url else {}),
     }
 
 
@@ -85,6 +92,11 @@ def serve_from_cache(store: Store, settings: PublishSettings, job: Job, boot: st
                      template: str) -> Optional[Published]:
     """Publish a cached result for ``job`` (already claimed) without separating again."""
     entry = settings.cache_dir / job.key
+    if job.url and not job.title:   # a link job: the cached track's title names the folder
+        title = (read_manifest(entry) or {}).get("title")
+        if isinstance(title, str) and title:
+            store.set_title(job.id, title)
+            job = dataclasses.replace(job, title=title)
     staged = stage_dir(settings, job.id, job.attempts)
     rel_dir = rel_track_dir(template, job)
     staged_track = staged / rel_dir
@@ -107,6 +119,8 @@ def handle_input(store: Store, settings: PublishSettings, job: Job) -> None:
     inbox = Path(job.inbox) if job.inbox else None
     if job.source == "submit":
         return  # a file named on `stemd submit` is the user's own: never moved or deleted
+    if job.source == "link" and store.others_active_on_input(job.id, job.input):
+        return  # a link file's other URLs still need it: the last job handles it
     try:
         new_path = after_success(path, settings.after_success, settings.archive_dir, inbox)  # type: ignore[arg-type]
     except OSError as exc:
@@ -121,6 +135,8 @@ def park_failed_input(store: Store, failed_dir: Path, job: Job, message: str, hi
     """Move a failed job's input to the failed folder with its note; files named on
     ``stemd submit`` are the user's own and stay where they are."""
     if job.source == "submit":
+        return
+    if job.source == "link" and store.others_active_on_input(job.id, job.input):
         return
     moved = move_to_failed(Path(job.input), failed_dir, Path(job.inbox) if job.inbox else None,
                            message, hint, job.id)

@@ -20,7 +20,7 @@ import sqlite_utils
 
 from stemd.errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3                # = len(_MIGRATIONS)
 BUSY_TIMEOUT_MS = 30000   # how long a statement waits for another connection's lock
 
 
@@ -133,6 +133,11 @@ _MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # version 3: link drops (the job's URL; the title its metadata gave)
+    """
+    ALTER TABLE jobs ADD COLUMN url TEXT;
+    ALTER TABLE jobs ADD COLUMN title TEXT;
+    """,
 ]
 
 
@@ -167,6 +172,8 @@ class Job:
     started_at: Optional[float]
     finished_at: Optional[float]
     updated_at: float
+    url: Optional[str] = None          # a link job's address (source = 'link')
+    title: Optional[str] = None        # a link job's title, once its metadata was read
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Job":
@@ -188,6 +195,7 @@ class Job:
             "progress": round(self.progress, 1), "priority": self.priority,
             "device": self.device, "duration": self.duration, "sha256": self.sha256,
             "cached": self.cached, "history": self.history,
+            **({"url": self.url, "title": self.title} if self.url else {}),
         }
 
 
@@ -206,6 +214,7 @@ class NewJob:
     state: State = State.QUEUED
     error: Optional[str] = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    url: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -294,6 +303,8 @@ class Store:
                "state": new.state.value, "error": new.error, "source": new.source,
                "history": json.dumps(new.history), "created_at": now,
                "finished_at": finished, "updated_at": now}
+        if new.url is not None:
+            row["url"] = new.url
         return int(self.db["jobs"].insert(row).last_pk)
 
     def get(self, job_id: int) -> Optional[Job]:
@@ -440,6 +451,22 @@ class Store:
         cur = self._execute("UPDATE jobs SET lease_boot = ? WHERE id = ? AND state = 'running' "
                             "AND lease_boot IS ?", (boot, job_id, old_boot))
         return cur.rowcount == 1
+
+    def set_title(self, job_id: int, title: str) -> None:
+        """A link job's title, from its metadata (names its track folder)."""
+        self._execute("UPDATE jobs SET title = ? WHERE id = ?", (title, job_id))
+
+    def others_active_on_input(self, job_id: int, path: str) -> bool:
+        """Whether another queued or running job uses the same input (a link file's URLs)."""
+        row = self._execute("SELECT 1 FROM jobs WHERE input = ? AND id != ? AND state IN "
+                            "('queued', 'running') LIMIT 1", (path, job_id)).fetchone()
+        return row is not None
+
+    def links_started_since(self, since: float) -> int:
+        """Link jobs started (attempts included) since ``since``: the downloads rate."""
+        row = self._execute("SELECT COUNT(*) FROM jobs WHERE source = 'link' AND "
+                            "started_at >= ?", (since,)).fetchone()
+        return int(row[0])
 
     def update_input(self, job_id: int, path: str) -> None:
         self._execute("UPDATE jobs SET input = ? WHERE id = ?", (path, job_id))
