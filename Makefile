@@ -1,15 +1,27 @@
 # Two commands do all the set-up on a fresh machine:
-#   make run    installs everything and runs the daemon on config/stemd.toml
+#   make run    installs everything and runs the daemon on your config file
+#               (~/.config/stemd/stemd.toml, created from config/stemd.toml on the first run)
 #   make test   installs everything and runs the test suite
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 
-.PHONY: run test setup ffmpeg tcmalloc clean
+BINDIR ?= $(HOME)/.local/bin
 
-run: setup
-	$(VENV)/bin/stemd --config config/stemd.toml run
+.PHONY: run test setup install ffmpeg tcmalloc clean
+
+run: install
+	$(VENV)/bin/stemd run
+
+# puts the `stemd` command on the user's PATH (a link to the one in the virtual environment)
+install: setup
+	@mkdir -p "$(BINDIR)"
+	@if [ -e "$(BINDIR)/stemd" ] && [ ! -L "$(BINDIR)/stemd" ]; then \
+	  echo "note: $(BINDIR)/stemd exists and is not ours; left alone (use $(VENV)/bin/stemd)"; \
+	else ln -sfn "$(abspath $(VENV))/bin/stemd" "$(BINDIR)/stemd" && echo "stemd command: $(BINDIR)/stemd"; fi
+	@case ":$$PATH:" in *":$(BINDIR):"*) ;; *) \
+	  echo "note: $(BINDIR) is not on your PATH; add it (export PATH=\"$(BINDIR):\$$PATH\" in ~/.profile) or type $(abspath $(VENV))/bin/stemd";; esac
 
 test: setup
 	$(PY) -m pytest -q

@@ -227,16 +227,20 @@ def check_template(template: str) -> str:
     return template
 
 
+def user_config_path() -> Path:
+    """The user's config file: ``$XDG_CONFIG_HOME/stemd/stemd.toml`` (``~/.config`` by default)."""
+    return Path(os.environ.get("XDG_CONFIG_HOME") or "~/.config").expanduser() / "stemd" / "stemd.toml"
+
+
 def default_config_path() -> Path:
     """``$STEMD_CONFIG``, else the user's config folder, else ``/etc/stemd/stemd.toml``."""
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser()
-    xdg = Path(os.environ.get("XDG_CONFIG_HOME", "~/.config")).expanduser()
-    for candidate in (xdg / "stemd" / "stemd.toml", Path("/etc/stemd/stemd.toml")):
+    for candidate in (user_config_path(), Path("/etc/stemd/stemd.toml")):
         if candidate.exists():
             return candidate
-    return xdg / "stemd" / "stemd.toml"
+    return user_config_path()
 
 
 def load_config(path: Optional[Path] = None) -> Config:

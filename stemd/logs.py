@@ -36,6 +36,7 @@ QUIET_LIBRARIES = {"apscheduler": logging.WARNING, "watchdog": logging.INFO,
 _SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4,
                     logging.INFO: 6, logging.DEBUG: 7}
 _HANDLER_NAME = "stemd"
+_FILE_HANDLER_NAME = "stemd-file"
 
 
 class TextFormatter(logging.Formatter):
@@ -110,6 +111,28 @@ def setup_logging(level: str = "info", fmt: str = "auto", log_file: Path | None 
     handler.setFormatter(_make_formatter(resolved))
     _install(handler, getattr(logging, level.upper()))
     return resolved
+
+
+def under_service_manager(environ: Mapping[str, str] | None = None) -> bool:
+    """True under systemd (which sets ``INVOCATION_ID`` / ``JOURNAL_STREAM``) or launchd."""
+    env = os.environ if environ is None else environ
+    names = ("INVOCATION_ID", "JOURNAL_STREAM", "XPC_SERVICE_NAME")
+    return any(env.get(name, "") not in ("", "0") for name in names)
+
+
+def add_daemon_log_file(path: Path) -> Path | None:
+    """Outside systemd and launchd, also keep the log in ``path`` (what ``stemd logs`` reads)."""
+    if under_service_manager():
+        return None
+    handler = _make_handler(path)
+    handler.setFormatter(_make_formatter("text"))
+    handler.set_name(_FILE_HANDLER_NAME)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _FILE_HANDLER_NAME]:
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    return path
 
 
 def resolve_format(fmt: str, log_file: Path | None = None,

@@ -96,9 +96,16 @@ def _store(config: Config) -> Store:
 
 # -- commands ------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    from stemd.cli.firstrun import ensure_user_config
+    created = ensure_user_config(args.config)
+    if created is not None:
+        print(f"stemd: created your config file {created} from the documented default; "
+              "edit it, then run `stemd reload`", file=sys.stderr)
     config = _config(args)
-    from stemd.logs import setup_logging
+    from stemd.logs import add_daemon_log_file, setup_logging
     setup_logging(args.log_level or config.daemon.log_level, args.log_format, args.log_file)
+    if args.log_file is None:
+        add_daemon_log_file(config.state_dir / "stemd.log")
     from stemd.service.access import probe_folders
     problems = probe_folders([i.path for i in config.inbox], config.outbox.path, config.state_dir)
     for problem in problems:

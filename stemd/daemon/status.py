@@ -40,7 +40,8 @@ def _pid_alive(pid: int) -> bool:
 def collect_status(config: Config) -> dict[str, Any]:
     daemon = read_status_file(config) if daemon_running(config) else None
     data: dict[str, Any] = {"running": daemon is not None, "daemon": daemon, "queue": {},
-                            "failures": [], "disk": {}}
+                            "failures": [], "disk": {},
+                            "config": str(config.source) if config.source else None}
     if config.db_path.exists():
         store = Store(config.db_path)
         data["queue"] = store.counts()
@@ -66,7 +67,7 @@ def _disk(config: Config) -> dict[str, Any]:
 
 
 def render_status(data: dict[str, Any]) -> str:
-    lines = [_headline(data)]
+    lines = [_headline(data), _config_line(data)]
     daemon = data.get("daemon") or {}
     dispatcher = daemon.get("dispatcher", {})
     if dispatcher.get("paused"):
@@ -92,6 +93,16 @@ def _headline(data: dict[str, Any]) -> str:
     up = format_duration(time.time() - daemon.get("started", time.time()))
     health = "healthy" if daemon.get("healthy") else "UNHEALTHY (see the log)"
     return f"stemd {daemon.get('version')} running (pid {daemon.get('pid')}, up {up}, {health}). Jobs: {counts}"
+
+
+def _config_line(data: dict[str, Any]) -> str:
+    mine = data.get("config") or "built-in defaults (no config file)"
+    daemon = data.get("daemon") or {}
+    if data["running"] and daemon.get("config") != data.get("config"):
+        theirs = daemon.get("config") or "built-in defaults (no config file)"
+        return (f"  config: the daemon runs with {theirs}, but this command read {mine}; "
+                "pass the same --config to both")
+    return f"  config: {mine}"
 
 
 def _slot_line(slot: dict[str, Any]) -> str:

@@ -120,6 +120,7 @@ class Daemon:
 
     def start(self) -> None:
         library = allocator.preload(self.config.workers.allocator)   # before any thread starts
+        log.info("config read from %s", self.config.source or "the built-in defaults (no config file)")
         log.info("worker processes use %s", library or "the system malloc")
         self.recover()
         self.intake.start()
