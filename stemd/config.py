@@ -24,7 +24,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 ENV_VAR = "STEMD_CONFIG"
-TEMPLATE_FIELDS = {"track", "stem", "ext", "model", "profile"}
+TEMPLATE_FIELDS = {"track", "stem", "ext", "model", "profile", "folder"}
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 Bytes = Annotated[int, BeforeValidator(parse_size)]
@@ -49,7 +49,7 @@ class InboxConfig(_Section):
 
 class OutboxConfig(_Section):
     path: Path = Path("~/stemd/outbox")
-    template: str = "{track}/{stem}.{ext}"
+    template: str = "{folder}/{track}/{stem}.{ext}"
     on_conflict: Literal["rename", "overwrite", "skip"] = "rename"
 
     @field_validator("template")
@@ -222,7 +222,7 @@ def check_template(template: str) -> str:
         raise ValueError("must be a relative path inside the outbox (no leading / and no ..)")
     if "stem" not in fields or "{stem}" not in parts[-1]:
         raise ValueError("the file name (last part) must contain {stem}")
-    if len(parts) < 2 or any("{stem}" in part for part in parts[:-1]):
+    if len([p for p in parts[:-1] if p != "{folder}"]) < 1 or any("{stem}" in part for part in parts[:-1]):
         raise ValueError("stems go into a folder per track: e.g. {track}/{stem}.{ext}")
     return template
 

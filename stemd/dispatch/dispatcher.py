@@ -468,7 +468,7 @@ class Dispatcher:
                     stage_dir=str(stage_dir(publish, job.id, attempt)),
                     work_dir=str(work_dir(publish, job.id, attempt)),
                     template=self.settings.templates.get(job.profile, "{track}/{stem}.{ext}"),
-                    track=track_name(job.input_name), profile=job.profile)
+                    track=track_name(job.input_name), profile=job.profile, folder=job.folder)
 
     # -- shutdown ---------------------------------------------------------------------------------
     def busy(self) -> bool:

@@ -42,7 +42,7 @@ def work_dir(settings: PublishSettings, job_id: int, attempt: int) -> Path:
 
 def rel_track_dir(template: str, job: Job) -> str:
     return track_dir(template, track=track_name(job.input_name), model=job.options.get("model", ""),
-                     profile=job.profile)
+                     profile=job.profile, folder=job.folder)
 
 
 def build_manifest(job: Job, result: SeparationResult, wall: float,

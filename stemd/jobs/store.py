@@ -20,7 +20,7 @@ import sqlite_utils
 
 from stemd.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30000   # how long a statement waits for another connection's lock
 
 
@@ -90,6 +90,12 @@ _MIGRATIONS: list[str] = [
     );
     CREATE INDEX measurements_model ON measurements(model, device, id);
     """,
+    # version 2: the input's folder relative to its inbox (kept in the outbox); failures
+    # cleared from the status view (`stemd dismiss`)
+    """
+    ALTER TABLE jobs ADD COLUMN folder TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN dismissed INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 
@@ -124,6 +130,8 @@ class Job:
     started_at: Optional[float]
     finished_at: Optional[float]
     updated_at: float
+    folder: str = ""                       # relative to the inbox ("" at its top, or submitted)
+    dismissed: bool = False                # cleared from the status view
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Job":
@@ -133,6 +141,7 @@ class Job:
         data["state"] = State(data["state"])
         data["cancel_requested"] = bool(data["cancel_requested"])
         data["cached"] = bool(data["cached"])
+        data["dismissed"] = bool(data.get("dismissed", 0))
         return cls(**data)
 
     def to_json(self) -> dict[str, Any]:
@@ -163,6 +172,7 @@ class NewJob:
     state: State = State.QUEUED
     error: Optional[str] = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    folder: str = ""
 
 
 @dataclass(frozen=True)
@@ -250,7 +260,7 @@ class Store:
                "options": json.dumps(new.options, sort_keys=True), "priority": new.priority,
                "state": new.state.value, "error": new.error, "source": new.source,
                "history": json.dumps(new.history), "created_at": now,
-               "finished_at": finished, "updated_at": now}
+               "finished_at": finished, "updated_at": now, "folder": new.folder}
         return int(self.db["jobs"].insert(row).last_pk)
 
     def get(self, job_id: int) -> Optional[Job]:

@@ -55,6 +55,7 @@ class Task:
     template: str
     track: str
     profile: str
+    folder: str = ""         # the input's folder relative to its inbox (template field {folder})
 
 
 def main(conn: Connection, spec: WorkerSpec) -> None:
@@ -145,7 +146,7 @@ class Worker:
         def filename(stem: str) -> str:
             return render_stem_path(task.template, track=task.track, stem=stem,
                                     ext=task.options.format.ext, model=task.options.model,
-                                    profile=task.profile)
+                                    profile=task.profile, folder=task.folder)
 
         reporter = _ProgressReporter(self.conn, task.job_id, self.check_messages)
         prepared = self.lookahead.take(task.job_id, task.input, task.options.model)
