@@ -48,7 +48,17 @@ def collect_status(config: Config) -> dict[str, Any]:
         data["waiting"] = [j.to_json() for j in store.jobs(State.QUEUED, limit=20)]
         data["failures"] = [j.to_json() for j in store.jobs(State.FAILED, limit=5)]
     data["disk"] = _disk(config)
+    data["problems"] = daemon.get("problems", []) if daemon else _problems(config)
     return data
+
+
+def _problems(config: Config) -> list[dict[str, Any]]:
+    """What the daemon would warn about at start-up (when it is not running)."""
+    from stemd.engine.lookup import missing_models
+    from stemd.engine.types import ModelSource
+    source = ModelSource(config.models.repo, config.models.offline, config.models.allow_pickle)
+    return [m.to_json() for m in missing_models({n: p.model for n, p in config.profiles.items()},
+                                                source)]
 
 
 def _disk(config: Config) -> dict[str, Any]:
@@ -68,6 +78,7 @@ def _disk(config: Config) -> dict[str, Any]:
 
 def render_status(data: dict[str, Any]) -> str:
     lines = [_headline(data), _config_line(data)]
+    lines += [f"WARNING: {p['message']} {p['hint']}" for p in data.get("problems", [])]
     daemon = data.get("daemon") or {}
     dispatcher = daemon.get("dispatcher", {})
     if dispatcher.get("paused"):

@@ -93,6 +93,8 @@ class Daemon:
         self.notifier = Notifier(unset_environment=True)
         self.pinger = WatchdogPinger(self.notifier)
         self._threads: list[threading.Thread] = []
+        from stemd.daemon.modelcheck import ModelCheck
+        self.model_check = ModelCheck()
 
     # -- start-up ---------------------------------------------------------------------
     def recover(self) -> None:
@@ -121,6 +123,7 @@ class Daemon:
     def start(self) -> None:
         library = allocator.preload(self.config.workers.allocator)   # before any thread starts
         log.info("config read from %s", self.config.source or "the built-in defaults (no config file)")
+        self.model_check.run(self.config, force=True)
         log.info("worker processes use %s", library or "the system malloc")
         self.recover()
         self.intake.start()
@@ -286,7 +289,8 @@ class Daemon:
                 "config": str(self.config.source) if self.config.source else None,
                 "dispatcher": snapshot or self.dispatcher.snapshot(), "watcher": self.watcher.status(),
                 "intake_pending": self.intake.pending(), "healthy": self.healthy(),
-                "shutting_down": self._stop_requested()}
+                "shutting_down": self._stop_requested(),
+                "problems": self.model_check.run(self.config)}
         path = self.config.state_dir / STATUS_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, default=str, indent=1))
@@ -372,6 +376,7 @@ class Daemon:
         if new.workers.allocator != self.config.workers.allocator:
             log.warning("workers.allocator changed: it takes effect when stemd restarts")
         self.config = new
+        self.model_check.run(new, force=True)
         self.plan = self._plan(new)
         self.intake.reconfigure(intake_settings(new), dict(new.profiles))
         self._new_watchers.put(watcher)

@@ -51,10 +51,10 @@ class LoadedModel:
 
 
 def missing_hint(name: str) -> str:
-    return (f"Run `stemd models fetch {name}` on a machine with internet access and copy "
-            "its Hugging Face cache (~/.cache/huggingface/hub) here, or set [models] repo "
-            f"to a folder in demucs's layout holding {name}.yaml and its model files "
-            "(`stemd models import FOLDER` copies one in).")
+    return (f"Import it into [models] repo: `stemd models import FOLDER {name}` (FOLDER in "
+            "demucs's layout), "
+            f"or run `stemd models fetch {name}` on a connected machine and copy its Hugging "
+            "Face cache (~/.cache/huggingface/hub) here.")
 
 
 def resolve_model(name: str, source: ModelSource) -> ModelInfo:
@@ -143,9 +143,18 @@ def _load_from_hub(name: str, source: ModelSource, info: ModelInfo) -> Any:
         with hub.offline_mode(source.offline):
             return get_hf_model(name).eval()
     except Exception as exc:
-        raise ModelUnavailable(f"Model {name} could not be loaded from the Hugging Face "
-                               f"hub or its cache: {type(exc).__name__}: {exc}",
-                               missing_hint(name)) from exc
+        log.debug("loading %s from the Hugging Face hub failed: %s: %s", name,
+                  type(exc).__name__, exc)
+        raise ModelUnavailable(hub_failure(name, exc), missing_hint(name)) from None
+
+
+def hub_failure(name: str, exc: BaseException) -> str:
+    """What went wrong, in a sentence, without the library's own wording."""
+    kind = type(exc).__name__
+    if kind in ("RepositoryNotFoundError", "EntryNotFoundError", "RevisionNotFoundError"):
+        return f"The Hugging Face hub has no model named {name}."
+    return (f"Model {name} is not in [models] repo nor in the Hugging Face cache, and it "
+            "could not be downloaded (the Hugging Face hub could not be reached).")
 
 
 def _wrap(name: str, model: Any, device: str, info: ModelInfo) -> LoadedModel:

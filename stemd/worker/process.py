@@ -189,7 +189,8 @@ class Worker:
         self.conn.send(("unloaded", os.getpid()))
 
     def _send_failure(self, task: Task, exc: StemdError) -> None:
-        payload = {"kind": exc.kind, "message": exc.message, "hint": exc.hint,
+        message = f"Profile {task.profile}: {exc.message}" if exc.kind == "model" else exc.message
+        payload = {"kind": exc.kind, "message": message, "hint": exc.hint,
                    "permanent": exc.permanent}
         log.warning("job %s: %s", task.job_id, exc)
         self.conn.send(("failed", task.job_id, payload))
