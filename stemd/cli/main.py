@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("id", type=int, metavar="ID")
     sub.add_parser("doctor", help="check ffmpeg, torch, devices, models, folders, SQLite")
+    selftest = sub.add_parser("selftest", help="separate a generated tone with a small model, "
+                              "offline, in a temporary folder")
+    selftest.add_argument("--keep", action="store_true", help="keep the temporary folder")
     config = sub.add_parser("config", help="check or show the configuration")
     config.add_argument("action", choices=["check", "show"])
     cleanup = sub.add_parser("cleanup", help="run the maintenance pass now")
@@ -202,6 +205,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_PROBLEM
 
 
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from stemd.selftest import selftest_command
+    return selftest_command(args.keep)
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.action == "check":
@@ -237,5 +245,5 @@ def cmd_service(args: argparse.Namespace) -> int:
 _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run, "status": cmd_status, "jobs": cmd_jobs, "submit": cmd_submit,
     "cancel": _job_request("cancel"), "retry": _job_request("retry"), "doctor": cmd_doctor,
-    "config": cmd_config, "cleanup": cmd_cleanup, "models": cmd_models, "service": cmd_service,
+    "config": cmd_config, "cleanup": cmd_cleanup, "selftest": cmd_selftest, "models": cmd_models, "service": cmd_service,
 }
