@@ -87,6 +87,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE if exc.kind == "config" else EXIT_PROBLEM
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:           # `stemd jobs | head`: the reader has all it wants
+        _silence_stdout()
+        return EXIT_OK
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that flushing it at exit raises nothing."""
+    import os
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -216,6 +227,10 @@ def cmd_config(args: argparse.Namespace) -> int:
         where = config.source or "built-in defaults (no config file)"
         print(f"config ok: {where}: {len(config.inbox)} inbox(es), profiles "
               f"{', '.join(sorted(config.profiles))}")
+        from stemd.engine.lookup import unknown_model_warnings
+        for warning in unknown_model_warnings({n: p.model for n, p in config.profiles.items()},
+                                              config.models.repo):
+            print(f"warning: {warning}")
         return EXIT_OK
     from stemd.cli.tomlout import dumps
     print(dumps(to_toml_dict(config)), end="")

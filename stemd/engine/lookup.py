@@ -5,12 +5,17 @@ reading only file names and the bag's yaml; it never touches the network.
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
-from typing import Mapping
+from pathlib import Path
+from typing import Mapping, Optional
 
 from stemd.engine import hub
-from stemd.engine.layout import read_bag
+from stemd.engine.layout import bag_names, read_bag
 from stemd.engine.types import ModelSource
+
+KNOWN_MODELS = ("htdemucs", "htdemucs_ft", "htdemucs_6s", "hdemucs_mmi",
+                "mdx", "mdx_extra", "mdx_q", "mdx_extra_q")
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,21 @@ def missing_models(models: Mapping[str, str], source: ModelSource) -> list[Missi
         users.setdefault(model, []).append(profile)
     return [_missing(model, tuple(profiles), source) for model, profiles in users.items()
             if not model_at_hand(model, source)]
+
+
+def unknown_model_warnings(models: Mapping[str, str], repo: Optional[Path]) -> list[str]:
+    """A sentence for each model name that is neither pretrained nor in the repo folder."""
+    names = [*KNOWN_MODELS, *(bag_names(repo) if repo is not None else [])]
+    warnings = []
+    for profile, model in sorted(models.items()):
+        if model in names or "/" in model:               # "namespace/name": a hub model
+            continue
+        guess = difflib.get_close_matches(model, names, n=1, cutoff=0.6)
+        warnings.append(f"Profile {profile} uses model `{model}`, which is neither a pretrained "
+                        "model nor in [models] repo" +
+                        (f"; did you mean `{guess[0]}`?" if guess else ".") +
+                        " `stemd models list` shows the names.")
+    return warnings
 
 
 def _missing(model: str, profiles: tuple[str, ...], source: ModelSource) -> MissingModel:

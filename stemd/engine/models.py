@@ -16,13 +16,11 @@ from stemd.errors import InvalidOption, ModelUnavailable
 from stemd.engine import hub
 from stemd.engine.process import tune_process
 from stemd.engine.layout import BagSpec, member_file, read_bag, safetensors_sources
+from stemd.engine.lookup import KNOWN_MODELS
 from stemd.engine.trust import check_pickle_trusted
 from stemd.engine.types import ModelSource
 
 log = logging.getLogger(__name__)
-
-KNOWN_MODELS = ("htdemucs", "htdemucs_ft", "htdemucs_6s", "hdemucs_mmi",
-                "mdx", "mdx_extra", "mdx_q", "mdx_extra_q")
 
 
 @dataclass(frozen=True)
