@@ -135,6 +135,28 @@ def add_daemon_log_file(path: Path) -> Path | None:
     return path
 
 
+def log_target() -> dict[str, Any]:
+    """Where this process's log goes (for ``stemd logs``): the journal, a file, or stderr."""
+    if os.environ.get("INVOCATION_ID") or stderr_is_journal():
+        return {"kind": "journal", **_systemd_unit()}
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            return {"kind": "file", "path": handler.baseFilename}
+    return {"kind": "stderr"}
+
+
+def _systemd_unit() -> dict[str, Any]:
+    """The unit this process runs in, and whether it is a user unit, from its cgroup."""
+    try:
+        cgroup = Path("/proc/self/cgroup").read_text()
+    except OSError:
+        cgroup = ""
+    parts = cgroup.strip().rpartition(":")[2].split("/")
+    units = [p for p in parts if p.endswith(".service")]
+    return {"unit": units[-1] if units else "stemd.service",
+            "user": any(p.startswith("user@") for p in parts)}
+
+
 def resolve_format(fmt: str, log_file: Path | None = None,
                    environ: Mapping[str, str] | None = None, stream: TextIO | None = None) -> str:
     """``auto`` becomes ``journal`` when stderr is journald's stream, else ``text``."""

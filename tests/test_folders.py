@@ -60,7 +60,7 @@ def test_a_version_1_database_gains_the_folder_column(tmp_path: Path) -> None:
     conn.close()
     store = Store(path)
     old = store.get(1)
-    assert old is not None and old.folder == "" and not old.dismissed
+    assert old is not None and old.folder == "" and old.dismissed_at is None
     new = store.add_job(NewJob(key="k2", input="/in/album/b.wav", profile="default", options={},
                                folder="album"))
     assert store.get(new).folder == "album"

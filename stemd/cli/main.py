@@ -53,6 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
                        ("retry", "queue a failed or canceled job again")):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("id", type=int, metavar="ID")
+    logs = sub.add_parser("logs", help="the daemon's log (journal, log file)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument("--job", type=int, metavar="ID", help="only the lines about job ID")
+    logs.add_argument("-n", "--lines", type=int, default=50, help="how many lines (default 50)")
+    stop = sub.add_parser("stop", help="stop the running daemon")
+    stop.add_argument("--now", action="store_true", help="stop running jobs at once "
+                      "(they run again at the next start)")
+    sub.add_parser("reload", help="make the running daemon read its config again")
+    dismiss = sub.add_parser("dismiss", help="clear failed jobs from stemd status")
+    which = dismiss.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", type=int, nargs="?", metavar="ID")
+    which.add_argument("--all-failed", action="store_true")
     sub.add_parser("doctor", help="check ffmpeg, torch, devices, models, folders, SQLite")
     selftest = sub.add_parser("selftest", help="separate a generated tone with a small model, "
                               "offline, in a temporary folder")
@@ -216,6 +228,33 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_PROBLEM
 
 
+def cmd_logs(args: argparse.Namespace) -> int:
+    from stemd.cli.daemonctl import logs
+    return logs(_config(args), args.follow, args.job, args.lines)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from stemd.cli.daemonctl import stop
+    config = _config(args)
+    return stop(config, args.now, config.daemon.shutdown_grace + 30)
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from stemd.cli.daemonctl import reload
+    return reload(_config(args))
+
+
+def cmd_dismiss(args: argparse.Namespace) -> int:
+    store = _store(_config(args))
+    count = store.dismiss(None if args.all_failed else args.id, time.time())
+    if count == 0 and not args.all_failed:
+        print(f"stemd: job {args.id} is not a failed job; see stemd jobs --state failed",
+              file=sys.stderr)
+        return EXIT_PROBLEM
+    print(f"dismissed {count} failed job(s); stemd jobs --state failed still lists them")
+    return EXIT_OK
+
+
 def cmd_selftest(args: argparse.Namespace) -> int:
     from stemd.selftest import selftest_command
     return selftest_command(args.keep)
@@ -260,5 +299,6 @@ def cmd_service(args: argparse.Namespace) -> int:
 _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run, "status": cmd_status, "jobs": cmd_jobs, "submit": cmd_submit,
     "cancel": _job_request("cancel"), "retry": _job_request("retry"), "doctor": cmd_doctor,
-    "config": cmd_config, "cleanup": cmd_cleanup, "selftest": cmd_selftest, "models": cmd_models, "service": cmd_service,
+    "config": cmd_config, "cleanup": cmd_cleanup, "selftest": cmd_selftest,
+    "logs": cmd_logs, "stop": cmd_stop, "reload": cmd_reload, "dismiss": cmd_dismiss, "models": cmd_models, "service": cmd_service,
 }

@@ -46,7 +46,9 @@ def collect_status(config: Config) -> dict[str, Any]:
         store = Store(config.db_path)
         data["queue"] = store.counts()
         data["waiting"] = [j.to_json() for j in store.jobs(State.QUEUED, limit=20)]
-        data["failures"] = [j.to_json() for j in store.jobs(State.FAILED, limit=5)]
+        data["failures"] = [j.to_json() for j in store.failures(limit=5)]
+        data["running_jobs"] = {str(j.id): {"input": j.input, "started_at": j.started_at,
+                                            "duration": j.duration} for j in store.running()}
     data["disk"] = _disk(config)
     data["problems"] = daemon.get("problems", []) if daemon else _problems(config)
     return data
@@ -83,8 +85,11 @@ def render_status(data: dict[str, Any]) -> str:
     dispatcher = daemon.get("dispatcher", {})
     if dispatcher.get("paused"):
         lines.append(f"PAUSED: {dispatcher['paused']}")
+    if daemon.get("shutting_down"):
+        lines.append(STOPPING_NOTE)
+    running = data.get("running_jobs", {})
     for slot in dispatcher.get("slots", []):
-        lines.append(_slot_line(slot))
+        lines.append(_slot_line(slot) + _job_suffix(running.get(str(slot.get("job"))), slot))
     waiting = dispatcher.get("waiting", {})
     for job in data.get("waiting", [])[:10]:
         why = waiting.get(str(job["id"]), "waiting for a free slot")
@@ -92,7 +97,30 @@ def render_status(data: dict[str, Any]) -> str:
     lines.append(_disk_line(data.get("disk", {})))
     for job in data.get("failures", []):
         lines.append(f"  failed  job {job['id']:>5} {_name(job['input'])}: {job['error']}")
+    if data.get("failures"):
+        lines.append("  (stemd retry ID runs one again; stemd dismiss ID|--all-failed clears them from here)")
     return "\n".join(lines)
+
+
+STOPPING_NOTE = ("STOPPING: no new jobs; waiting for the running ones to finish. A second Ctrl-C "
+                 "(or stemd stop --now) stops them at once; they run again at the next start.")
+
+
+def _job_suffix(job: Optional[dict[str, Any]], slot: dict[str, Any]) -> str:
+    """The track's name and the time left, from the speed measured so far on this job."""
+    if job is None:
+        return ""
+    text = f"  {_name(job['input'])}"
+    eta = estimate_left(float(slot.get("progress") or 0), job.get("started_at"), time.time())
+    return text + (f"  ETA {format_duration(eta)}" if eta is not None else "")
+
+
+def estimate_left(progress: float, started_at: Optional[float], now: float) -> Optional[float]:
+    """Seconds left at the pace so far; None until 1 % is done (too early to say)."""
+    if started_at is None or progress < 1.0 or progress >= 100.0:
+        return None
+    elapsed = max(0.0, now - started_at)
+    return elapsed * (100.0 - progress) / progress
 
 
 def _headline(data: dict[str, Any]) -> str:

@@ -30,6 +30,7 @@ from stemd.jobs.intake import Arrival, Intake, IntakeSettings
 from stemd.output.publish import find_published
 from stemd.jobs.store import State, Store
 from stemd.watch import InboxSpec, Watcher
+from stemd.logs import log_target
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +291,7 @@ class Daemon:
                 "dispatcher": snapshot or self.dispatcher.snapshot(), "watcher": self.watcher.status(),
                 "intake_pending": self.intake.pending(), "healthy": self.healthy(),
                 "shutting_down": self._stop_requested(),
-                "problems": self.model_check.run(self.config)}
+                "problems": self.model_check.run(self.config), "log": log_target()}
         path = self.config.state_dir / STATUS_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, default=str, indent=1))
@@ -339,6 +340,10 @@ class Daemon:
         """Stop claiming, let running jobs finish up to the grace time, then stop them."""
         grace = self.config.daemon.shutdown_grace
         log.info("stopping: no new jobs; waiting up to %.0f s for running jobs", grace)
+        if self.dispatcher.busy():
+            log.warning("%d job(s) still running: press Ctrl-C again (or run stemd stop --now) to "
+                        "stop them at once; they run again at the next start",
+                        len(self.store.running()))
         if self.notifier is not None:
             self.notifier.stopping("stopping")
         self.commands.put(lambda: setattr(self.dispatcher, "claiming", False))

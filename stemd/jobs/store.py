@@ -94,7 +94,7 @@ _MIGRATIONS: list[str] = [
     # cleared from the status view (`stemd dismiss`)
     """
     ALTER TABLE jobs ADD COLUMN folder TEXT NOT NULL DEFAULT '';
-    ALTER TABLE jobs ADD COLUMN dismissed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN dismissed_at REAL;
     """,
 ]
 
@@ -131,7 +131,7 @@ class Job:
     finished_at: Optional[float]
     updated_at: float
     folder: str = ""                       # relative to the inbox ("" at its top, or submitted)
-    dismissed: bool = False                # cleared from the status view
+    dismissed_at: Optional[float] = None   # failures up to then are cleared from the status view
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Job":
@@ -141,7 +141,6 @@ class Job:
         data["state"] = State(data["state"])
         data["cancel_requested"] = bool(data["cancel_requested"])
         data["cached"] = bool(data["cached"])
-        data["dismissed"] = bool(data.get("dismissed", 0))
         return cls(**data)
 
     def to_json(self) -> dict[str, Any]:
@@ -416,6 +415,18 @@ class Store:
         rows = self._execute("SELECT * FROM jobs WHERE state = 'running' AND "
                              "(lease_boot IS NULL OR lease_boot != ?)", (boot,))
         return [Job.from_row(dict(row)) for row in rows]
+
+    def failures(self, limit: int = 5) -> list[Job]:
+        """Failed jobs not dismissed since they last failed (``stemd status``)."""
+        rows = self._execute("SELECT * FROM jobs WHERE state = 'failed' AND (dismissed_at IS NULL "
+                             "OR dismissed_at < finished_at) ORDER BY id DESC LIMIT ?", (limit,))
+        return [Job.from_row(dict(row)) for row in rows]
+
+    def dismiss(self, job_id: Optional[int], now: float) -> int:
+        """Clear one failed job (or, with None, every failed job) from the status view."""
+        where = "state = 'failed'" + (" AND id = ?" if job_id is not None else "")
+        params = (now, job_id) if job_id is not None else (now,)
+        return self._execute(f"UPDATE jobs SET dismissed_at = ? WHERE {where}", params).rowcount
 
     def running(self) -> list[Job]:
         return self.jobs(State.RUNNING)
