@@ -81,6 +81,7 @@ def _disk(config: Config) -> dict[str, Any]:
 def render_status(data: dict[str, Any]) -> str:
     lines = [_headline(data), _config_line(data)]
     lines += [f"WARNING: {p['message']} {p['hint']}" for p in data.get("problems", [])]
+    lines += [_inbox_line(inbox) for inbox in (data.get("daemon") or {}).get("watcher", [])]
     daemon = data.get("daemon") or {}
     dispatcher = daemon.get("dispatcher", {})
     if dispatcher.get("paused"):
@@ -142,6 +143,15 @@ def _config_line(data: dict[str, Any]) -> str:
         return (f"  config: the daemon runs with {theirs}, but this command read {mine}; "
                 "pass the same --config to both")
     return f"  config: {mine}"
+
+
+def _inbox_line(inbox: dict[str, Any]) -> str:
+    """``inbox PATH: watched (inotify, ext4), 2 settling`` or the problem."""
+    how = ", ".join(str(v) for v in (inbox.get("mode"), inbox.get("filesystem")) if v)
+    line = f"  inbox {inbox.get('path')}: {inbox.get('state')}" + (f" ({how})" if how else "")
+    if inbox.get("pending"):
+        line += f", {inbox['pending']} settling"
+    return line + (f"; {inbox['problem']}" if inbox.get("problem") else "")
 
 
 def _slot_line(slot: dict[str, Any]) -> str:

@@ -5,6 +5,7 @@ and ``demucs.repo.LocalRepo`` for a repo folder, ``demucs.hf.get_hf_model`` for 
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ class LoadedModel:
     info: ModelInfo
     members: list[Any] = field(default_factory=list)
     weights: list[list[float]] = field(default_factory=list)
+    checksum: str = ""                         # sha256 over the model's files (yaml + members)
 
 
 def missing_hint(name: str) -> str:
@@ -167,7 +169,22 @@ def _wrap(name: str, model: Any, device: str, info: ModelInfo) -> LoadedModel:
     log.info("loaded model %s (%d member(s)) on %s", name, len(members), device)
     return LoadedModel(name, list(model.sources), int(model.samplerate),
                        int(model.audio_channels), device, model, max_segment, info,
-                       members, weights)
+                       members, weights, model_checksum(name, info))
+
+
+def model_checksum(name: str, info: ModelInfo) -> str:
+    """sha256 over the bag's yaml and its member files, in order (empty when unknown)."""
+    spec = read_bag(info.path, hub.short_name(name)) if info.path is not None else None
+    if spec is None:
+        return ""
+    files = [spec.folder / f"{spec.name}.yaml"] if not spec.single else []
+    files += [f for f in (spec.member_file(sig) for sig in spec.sigs) if f is not None]
+    digest = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def _member_max_segment(model: Any) -> float:

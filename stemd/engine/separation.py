@@ -83,7 +83,14 @@ def _separate_mix(model: LoadedModel, mix: PreparedMix, opts: SeparationOptions,
     return SeparationResult(
         {name: out_dir / filename(name) for name in layout.outputs}, model.samplerate,
         model.audio_channels, mix.frames, mix.info, model.device, timings,
-        tuple(model.sources), members)
+        tuple(model.sources), members, provenance(model))
+
+
+def provenance(model: LoadedModel) -> dict[str, str]:
+    """How the stems were made: the library versions and the model files' checksum."""
+    import demucs
+    return {"demucs": str(getattr(demucs, "__version__", "")), "torch": str(torch.__version__),
+            "model_sha256": model.checksum}
 
 
 def _open_sinks(layout: StemLayout, mix: PreparedMix, opts: SeparationOptions,

@@ -67,6 +67,7 @@ def test_logs_reload_dismiss_and_stop(tmp_path: Path, model_repo: Path) -> None:
 
         status = stemd(config, "status", env=env).stdout
         assert f"job {failed['id']:>5} bad.wav" in status and "stemd dismiss" in status
+        assert f"inbox {tmp_path / 'inbox'}: watched" in status
         assert stemd(config, "dismiss", str(failed["id"]), env=env).returncode == 0
         assert "bad.wav" not in stemd(config, "status", env=env).stdout
         assert stemd(config, "dismiss", "--all-failed", env=env).returncode == 0
