@@ -37,6 +37,7 @@ _SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4,
                     logging.INFO: 6, logging.DEBUG: 7}
 _HANDLER_NAME = "stemd"
 _FILE_HANDLER_NAME = "stemd-file"
+LOG_FILE_ENV = "STEMD_LOG_FILE"
 
 
 class TextFormatter(logging.Formatter):
@@ -132,7 +133,22 @@ def add_daemon_log_file(path: Path) -> Path | None:
         root.removeHandler(old)
         old.close()
     root.addHandler(handler)
+    os.environ[LOG_FILE_ENV] = str(path)          # worker processes add their lines to it
     return path
+
+
+def join_daemon_log_file(prefix: str) -> None:
+    """In a worker process: append to the daemon's log file too, when it keeps one."""
+    path = os.environ.get(LOG_FILE_ENV)
+    if not path:
+        return
+    try:
+        handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")  # follows rotation
+    except OSError:
+        return
+    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)-7s {prefix} %(name)s: "
+                                           "%(message)s", datefmt="%Y-%m-%d %H:%M:%S"))
+    logging.getLogger().addHandler(handler)
 
 
 def log_target() -> dict[str, Any]:

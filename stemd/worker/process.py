@@ -21,6 +21,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from stemd.logs import join_daemon_log_file
 from stemd.worker import allocator
 from stemd.engine.types import ModelSource, SeparationOptions
 from stemd.worker.lookahead import Lookahead
@@ -64,6 +65,7 @@ def main(conn: Connection, spec: WorkerSpec) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the supervisor decides when we stop
     logging.basicConfig(level=spec.log_level.upper(), stream=sys.stderr,
                         format=f"worker[{spec.slot}] %(levelname)s %(name)s: %(message)s")
+    join_daemon_log_file(f"worker[{spec.slot}]")
     _configure_torch(spec)
     log.debug("malloc: %s", allocator.in_use())
     Worker(conn, spec).serve()
