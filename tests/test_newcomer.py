@@ -9,6 +9,7 @@ machine's user is read or written.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -159,3 +160,36 @@ def test_the_user_config_honours_xdg_config_home(tmp_path: Path,
     assert ensure_user_config(tmp_path / "other.toml") is None   # --config: nothing made
     check = _stemd(env, "config", "check")
     assert re.search(rf"config ok: {re.escape(str(created))}", check.stdout), check.stdout
+
+
+def _make_install(bindir: Path, path: str) -> subprocess.CompletedProcess[str]:
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    venv = Path(sys.executable).parent.parent
+    env = dict(os.environ, PATH=path)
+    return subprocess.run([make, "-s", "-o", "setup", "install", f"VENV={venv}", f"BINDIR={bindir}"],
+                          capture_output=True, text=True, cwd=str(ROOT), env=env, timeout=60)
+
+
+def test_make_install_puts_stemd_on_the_path_and_says_when_it_is_not(tmp_path: Path) -> None:
+    venv_stemd = Path(sys.executable).parent / "stemd"
+    bindir = tmp_path / "bin"
+    result = _make_install(bindir, "/usr/bin:/bin")
+    assert result.returncode == 0, result.stderr
+    assert (bindir / "stemd").is_symlink() and os.readlink(bindir / "stemd") == str(venv_stemd)
+    assert f"{bindir} is not on your PATH" in result.stdout and str(venv_stemd) in result.stdout
+    again = _make_install(bindir, f"{bindir}:/usr/bin:/bin")
+    assert again.returncode == 0 and "not on your PATH" not in again.stdout
+    if venv_stemd.exists():
+        version = subprocess.run([str(bindir / "stemd"), "--version"], capture_output=True, text=True)
+        assert version.stdout.startswith("stemd ")
+
+
+def test_make_install_leaves_a_foreign_stemd_alone(tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "stemd").write_text("#!/bin/sh\necho mine\n")
+    result = _make_install(bindir, f"{bindir}:/usr/bin:/bin")
+    assert result.returncode == 0 and "left alone" in result.stdout
+    assert (bindir / "stemd").read_text() == "#!/bin/sh\necho mine\n"
