@@ -22,7 +22,7 @@ import time
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from stemd.errors import StemdError
 
@@ -180,7 +180,7 @@ def _finished_job(root: Path) -> Optional[dict[str, object]]:
 
 
 def _wait(condition: Callable[[], object], timeout: float, what: str, root: Path,
-          daemon: "subprocess.Popen[bytes]") -> object:
+          daemon: "subprocess.Popen[bytes]") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
