@@ -39,7 +39,7 @@ $(VENV)/.installed: pyproject.toml | ffmpeg tcmalloc
 	@# torch first, so the package's "torch" requirement is already met
 	@$(MAKE) --no-print-directory torch
 	@echo "installing stemd and its dependencies"
-	@$(PY) -m pip install -q -e ".[test]"
+	@PYTHONWARNINGS=ignore $(PY) -m pip install -q -e ".[test]"   # no build-backend chatter
 	@touch $@
 	@echo "set-up done"
 
