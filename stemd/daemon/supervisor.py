@@ -31,6 +31,7 @@ from stemd.output.publish import find_published
 from stemd.jobs.store import State, Store
 from stemd.links.policy import UrlPolicy
 from stemd.watch import InboxSpec, Watcher
+from stemd.logs import log_target
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,8 @@ class Daemon:
         self._threads: list[threading.Thread] = []
         self.web: Any = None              # the web server (stemd.web), when [web] enabled
         self.notifications: Any = None    # the notifier thread (stemd.notify)
+        from stemd.daemon.modelcheck import ModelCheck
+        self.model_check = ModelCheck()
 
     # -- start-up ---------------------------------------------------------------------
     def recover(self) -> None:
@@ -134,6 +137,8 @@ class Daemon:
 
     def start(self) -> None:
         library = allocator.preload(self.config.workers.allocator)   # before any thread starts
+        log.info("config read from %s", self.config.source or "the built-in defaults (no config file)")
+        self.model_check.run(self.config, force=True)
         log.info("worker processes use %s", library or "the system malloc")
         self._start_web(self.config)      # first: a port that is taken stops the start
         self.recover()
@@ -331,7 +336,8 @@ class Daemon:
                 "dispatcher": snapshot or self.dispatcher.snapshot(), "watcher": self.watcher.status(),
                 "intake_pending": self.intake.pending(), "healthy": self.healthy(),
                 "web": self.web.info() if self.web is not None else None,
-                "shutting_down": self._stop_requested()}
+                "shutting_down": self._stop_requested(),
+                "problems": self.model_check.run(self.config), "log": log_target()}
         path = self.config.state_dir / STATUS_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, default=str, indent=1))
@@ -380,6 +386,10 @@ class Daemon:
         """Stop claiming, let running jobs finish up to the grace time, then stop them."""
         grace = self.config.daemon.shutdown_grace
         log.info("stopping: no new jobs; waiting up to %.0f s for running jobs", grace)
+        if self.dispatcher.busy():
+            log.warning("%d job(s) still running: press Ctrl-C again (or run stemd stop --now) to "
+                        "stop them at once; they run again at the next start",
+                        len(self.store.running()))
         if self.notifier is not None:
             self.notifier.stopping("stopping")
         self.commands.put(lambda: setattr(self.dispatcher, "claiming", False))
@@ -423,6 +433,7 @@ class Daemon:
         if self.notifications is not None:
             self.notifications.reconfigure(new.notify)
         self.config = new
+        self.model_check.run(new, force=True)
         self.plan = self._plan(new)
         self.intake.reconfigure(intake_settings(new), dict(new.profiles))
         self._new_watchers.put(watcher)

@@ -441,7 +441,7 @@ class Dispatcher:
                     stage_dir=str(stage_dir(publish, job.id, attempt)),
                     work_dir=str(work_dir(publish, job.id, attempt)),
                     template=self.settings.templates.get(job.profile, "{track}/{stem}.{ext}"),
-                    track=job_track(job), profile=job.profile, url=job.url,
+                    track=job_track(job), profile=job.profile, folder=job.folder, url=job.url,
                     links=self.settings.links if job.url else None)
 
     # -- shutdown ---------------------------------------------------------------------------------

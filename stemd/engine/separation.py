@@ -86,7 +86,8 @@ def _separate_mix(model: LoadedModel, mix: PreparedMix, opts: SeparationOptions,
     skipped = _skip_silent(stems, analysis) if opts.skip_silent else ()
     return SeparationResult(
         stems, model.samplerate, model.audio_channels, mix.frames, mix.info, model.device,
-        timings, tuple(model.sources), members, analysis, pump.quality_estimate(), skipped)
+        timings, tuple(model.sources), members, analysis, pump.quality_estimate(), skipped,
+        provenance=provenance(model))
 
 
 def _skip_silent(stems: dict[str, Path], analysis: dict[str, StemAnalysis]) -> tuple[str, ...]:
@@ -96,6 +97,13 @@ def _skip_silent(stems: dict[str, Path], analysis: dict[str, StemAnalysis]) -> t
         stems[name].unlink(missing_ok=True)
         log.info("stem %s is silent: left out", name)
     return silent
+
+
+def provenance(model: LoadedModel) -> dict[str, str]:
+    """How the stems were made: the library versions and the model files' checksum."""
+    import demucs
+    return {"demucs": str(getattr(demucs, "__version__", "")), "torch": str(torch.__version__),
+            "model_sha256": model.checksum}
 
 
 def _open_sinks(layout: StemLayout, mix: PreparedMix, opts: SeparationOptions,

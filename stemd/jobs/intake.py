@@ -154,7 +154,7 @@ class Intake:
             key=key, input=str(arrival.path), profile=arrival.profile, options=options,
             sha256=sha, size=size, duration=info.duration,
             inbox=str(arrival.inbox) if arrival.inbox else None, priority=priority,
-            source=arrival.source))
+            source=arrival.source, folder=inbox_folder(arrival)))
         log.info("job %s: queued %s (%s, %s Hz, %s ch, profile %s)", job_id, arrival.path.name,
                  format_duration(info.duration), info.sample_rate, info.channels, arrival.profile)
         if self.on_job:
@@ -229,6 +229,17 @@ class Intake:
         assert job is not None
         park_failed_input(self.store, self.settings.failed_dir, job, exc.message, exc.hint)
         return job_id
+
+
+def inbox_folder(arrival: Arrival) -> str:
+    """The input's folder relative to its inbox, as ``a/b`` ("" at the top or when submitted)."""
+    if arrival.inbox is None:
+        return ""
+    try:
+        folder = arrival.path.parent.relative_to(arrival.inbox).as_posix()
+    except ValueError:
+        return ""
+    return "" if folder == "." else folder
 
 
 def _size_within_limit(path: Path, max_bytes: int) -> int:

@@ -43,7 +43,7 @@ def work_dir(settings: PublishSettings, job_id: int, attempt: int) -> Path:
 
 def rel_track_dir(template: str, job: Job) -> str:
     return track_dir(template, track=job_track(job), model=job.options.get("model", ""),
-                     profile=job.profile)
+                     profile=job.profile, folder=job.folder)
 
 
 def job_track(job: Job) -> str:
@@ -62,19 +62,31 @@ def build_manifest(job: Job, result: SeparationResult, wall: float,
         "model": job.options.get("model"), "profile": job.profile, "options": job.options,
         "device": result.device, "members_run": result.members_run,
         "output": {"sample_rate": result.sample_rate, "channels": result.channels,
-                   "frames": result.frames, "template": template},
+                   "frames": result.frames, "template": template,
+                   **({"resampled": resample_note(result)} if resample_note(result) else {})},
         "stems": result.manifest_stems(),
         "quality": result.quality.as_dict() if result.quality else None,
         "timings": {**{k: round(v, 3) for k, v in result.timings.items()}, "wall": round(wall, 3)},
+        "engine": dict(result.provenance),   # demucs and torch versions, model_sha256
         "attempts": job.attempts, "cached": False,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **({"url": job.url, "title": job.title} if job.url else {}),
     }
 
 
+def resample_note(result: SeparationResult) -> str:
+    """Said when the stems' rate (the model's) differs from the input's: 48 kHz in, 44.1 out."""
+    if result.input.sample_rate in (0, result.sample_rate):
+        return ""
+    return (f"the input is {result.input.sample_rate} Hz; the stems are {result.sample_rate} Hz, "
+            "the model's rate")
+
+
 def finish_job(store: Store, settings: PublishSettings, job: Job, boot: str, staged_track: Path,
                rel_dir: str, manifest: dict[str, Any], cached: bool) -> Published:
     """Publish a staged track, then mark the job done and handle its input."""
+    if manifest.get("output", {}).get("resampled"):
+        log.info("job %s: %s", job.id, manifest["output"]["resampled"])
     write_manifest(staged_track, manifest)
     flush_tree(staged_track)
     published = publish(staged_track, settings.outbox, rel_dir, settings.on_conflict,  # type: ignore[arg-type]

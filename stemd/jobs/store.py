@@ -20,7 +20,7 @@ import sqlite_utils
 
 from stemd.errors import StoreError
 
-SCHEMA_VERSION = 3                # = len(_MIGRATIONS)
+SCHEMA_VERSION = 4                # = len(_MIGRATIONS)
 BUSY_TIMEOUT_MS = 30000   # how long a statement waits for another connection's lock
 
 
@@ -138,6 +138,12 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN url TEXT;
     ALTER TABLE jobs ADD COLUMN title TEXT;
     """,
+    # version 4: the input's folder relative to its inbox (kept in the outbox); failures
+    # cleared from the status view (`stemd dismiss`)
+    """
+    ALTER TABLE jobs ADD COLUMN folder TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN dismissed_at REAL;
+    """,
 ]
 
 
@@ -174,6 +180,8 @@ class Job:
     updated_at: float
     url: Optional[str] = None          # a link job's address (source = 'link')
     title: Optional[str] = None        # a link job's title, once its metadata was read
+    folder: str = ""                       # relative to the inbox ("" at its top, or submitted)
+    dismissed_at: Optional[float] = None   # failures up to then are cleared from the status view
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Job":
@@ -215,6 +223,7 @@ class NewJob:
     error: Optional[str] = None
     history: list[dict[str, Any]] = field(default_factory=list)
     url: Optional[str] = None
+    folder: str = ""
 
 
 @dataclass(frozen=True)
@@ -302,7 +311,7 @@ class Store:
                "options": json.dumps(new.options, sort_keys=True), "priority": new.priority,
                "state": new.state.value, "error": new.error, "source": new.source,
                "history": json.dumps(new.history), "created_at": now,
-               "finished_at": finished, "updated_at": now}
+               "finished_at": finished, "updated_at": now, "folder": new.folder}
         if new.url is not None:
             row["url"] = new.url
         return int(self.db["jobs"].insert(row).last_pk)
@@ -476,6 +485,18 @@ class Store:
         rows = self._execute("SELECT * FROM jobs WHERE state = 'running' AND "
                              "(lease_boot IS NULL OR lease_boot != ?)", (boot,))
         return [Job.from_row(dict(row)) for row in rows]
+
+    def failures(self, limit: int = 5) -> list[Job]:
+        """Failed jobs not dismissed since they last failed (``stemd status``)."""
+        rows = self._execute("SELECT * FROM jobs WHERE state = 'failed' AND (dismissed_at IS NULL "
+                             "OR dismissed_at < finished_at) ORDER BY id DESC LIMIT ?", (limit,))
+        return [Job.from_row(dict(row)) for row in rows]
+
+    def dismiss(self, job_id: Optional[int], now: float) -> int:
+        """Clear one failed job (or, with None, every failed job) from the status view."""
+        where = "state = 'failed'" + (" AND id = ?" if job_id is not None else "")
+        params = (now, job_id) if job_id is not None else (now,)
+        return self._execute(f"UPDATE jobs SET dismissed_at = ? WHERE {where}", params).rowcount
 
     def running(self) -> list[Job]:
         return self.jobs(State.RUNNING)

@@ -9,6 +9,7 @@ plus a parent-pid check), so no orphan holds a GPU.
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import os
@@ -48,6 +49,7 @@ class WorkerSpec:
     idle_unload: float       # seconds without a job before the model is freed
     parent_pid: int
     log_level: str = "info"
+
 
 
 def main(conn: Connection, spec: WorkerSpec) -> None:
@@ -193,8 +195,11 @@ class Worker:
         self.conn.send(Unloaded(os.getpid()))
 
     def _send_failure(self, task: Task, exc: StemdError) -> None:
+        failed = Failed.of(task.job_id, exc)
+        if exc.kind == "model":      # name the profile: which one needs the missing model
+            failed = dataclasses.replace(failed, message=f"Profile {task.profile}: {exc.message}")
         log.warning("job %s: %s", task.job_id, exc)
-        self.conn.send(Failed.of(task.job_id, exc))
+        self.conn.send(failed)
 
 
 class _Forward(logging.Handler):
@@ -218,7 +223,7 @@ def _filename(task: Task, track: str) -> Callable[[str], str]:
     def filename(stem: str) -> str:
         return render_stem_path(task.template, track=track, stem=stem,
                                 ext=task.options.format.ext, model=task.options.model,
-                                profile=task.profile)
+                                profile=task.profile, folder=task.folder)
     return filename
 
 

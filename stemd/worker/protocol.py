@@ -33,6 +33,7 @@ class Task:
     template: str
     track: str
     profile: str
+    folder: str = ""         # the input's folder relative to its inbox (template field {folder})
     url: Optional[str] = None            # a link job: download this first (its first phase)
     links: Optional[LinkLimits] = None
 
