@@ -85,6 +85,8 @@ memory_reserve = "64MiB"
 memory_estimate = "512MiB"
 [maintenance]
 min_free = "10MiB"
+[web]
+enabled = false        # never competes with a running daemon for its port
 [profiles.selftest]
 model = "{MODEL}"
 """

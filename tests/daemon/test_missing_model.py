@@ -40,7 +40,7 @@ def test_missing_model_is_a_startup_warning_and_a_short_job_error(tmp_path: Path
             assert library_words not in error, error
         # the worker's own lines are in the daemon's log file too (stemd logs --job)
         lines = stemd(config, "logs", "--job", str(job["id"]), env=env).stdout.splitlines()
-        assert any("worker[" in l and "WARNING" in l and "htdemucs" in l for l in lines), lines
+        assert any("stemd.worker" in l and "WARNING" in l and "htdemucs" in l for l in lines), lines
     finally:
         daemon.stop()
 
