@@ -72,3 +72,10 @@ class StoreError(StemdError):
 
     permanent = True
     kind = "store"
+
+
+class InputChanged(StemdError):
+    """The input is not the content its job recorded: replaced while the job waited.
+    The job is superseded; the new content is separated as a new job."""
+
+    kind = "superseded"

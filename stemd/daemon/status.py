@@ -42,7 +42,7 @@ def collect_status(config: Config) -> dict[str, Any]:
     data: dict[str, Any] = {"running": daemon is not None, "daemon": daemon, "queue": {},
                             "failures": [], "disk": {}}
     if config.db_path.exists():
-        store = Store(config.db_path)
+        store = Store(config.db_path, readonly=True)
         data["queue"] = store.counts()
         data["waiting"] = [j.to_json() for j in store.jobs(State.QUEUED, limit=20)]
         data["failures"] = [j.to_json() for j in store.jobs(State.FAILED, limit=5)]

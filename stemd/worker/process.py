@@ -24,7 +24,8 @@ from typing import Any, Callable, Optional
 from stemd.worker import allocator
 from stemd.engine.types import ModelSource, SeparationOptions
 from stemd.worker.lookahead import Lookahead
-from stemd.errors import EngineError, OutOfMemory, StemdError
+from stemd.errors import EngineError, InputChanged, InputError, OutOfMemory, StemdError
+from stemd.jobs.identity import InputIdentity
 from stemd.output.naming import render_stem_path
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class Task:
     template: str
     track: str
     profile: str
+    identity: Optional[InputIdentity] = None   # the content the job recorded (checked on open)
 
 
 def main(conn: Connection, spec: WorkerSpec) -> None:
@@ -148,9 +150,14 @@ class Worker:
                                     profile=task.profile)
 
         reporter = _ProgressReporter(self.conn, task.job_id, self.check_messages)
+        opened = verify_input(task)
         prepared = self.lookahead.take(task.job_id, task.input, task.options.model)
-        return engine.separate(model, Path(task.input), task.options, stage, filename,
-                               reporter, work, prepared)
+        result = engine.separate(model, Path(task.input), task.options, stage, filename,
+                                 reporter, work, prepared)
+        if opened is not None and not _same_file(opened, task.input):
+            raise InputChanged("The input was replaced while it was being separated.",
+                               "stemd separates the new content as a new job.")
+        return result
 
     def _model_for(self, name: str) -> Any:
         if self.model is not None and self.model_name == name:
@@ -192,6 +199,34 @@ class Worker:
                    "permanent": exc.permanent}
         log.warning("job %s: %s", task.job_id, exc)
         self.conn.send(("failed", task.job_id, payload))
+
+
+def verify_input(task: Task) -> Optional[InputIdentity]:
+    """Before decoding: the file is the content its job recorded (its hash), or the job is
+    superseded (``InputChanged``); the stems are never labelled or cached under another
+    content's hash. Returns the file's identity as opened (None: nothing was recorded)."""
+    expected = task.identity
+    if expected is None or expected.sha256 is None:
+        return None
+    try:
+        opened = InputIdentity.read(task.input)
+    except FileNotFoundError:
+        raise InputError("The input file is gone: it was moved or deleted before it was "
+                         "separated.", "Drop the file into the inbox again.") from None
+    except OSError as exc:
+        raise InputError(f"The input file cannot be read: {exc.strerror}.",
+                         "Check the file's permissions and that the disk is healthy.") from None
+    if opened.sha256 != expected.sha256:
+        raise InputChanged("The input was replaced after its job was queued (its content "
+                           "is not the one recorded).", "stemd separates the new content as a new job.")
+    return opened
+
+
+def _same_file(opened: InputIdentity, path: str) -> bool:
+    try:
+        return InputIdentity.stat(path).same_file(opened)
+    except OSError:
+        return False
 
 
 class _ProgressReporter:
