@@ -104,9 +104,8 @@ def test_a_failed_input_has_one_place_and_one_note_until_it_succeeds(make_daemon
     assert (tmp_path / "outbox" / "song" / "vocals.wav").exists()
 
 
-def test_retry_takes_the_profile_as_it_is_now_unless_told_to_keep_the_options(make_daemon, tmp_path):
-    """Defect 15: a retry reused the options from the job's arrival, so fixing the profile
-    (as the .error.txt suggests) and retrying failed again."""
+def _failed_then_fixed(make_daemon, tmp_path):
+    """A job failed for a missing model; the profile is then fixed and the config reloaded."""
     daemon = make_daemon(profiles={"default": {"model": "missing"}})
     make_track(tmp_path / "inbox" / "song.wav", 1.0)
     job = daemon.wait_jobs(1, ("failed",), timeout=60)[0]
@@ -114,18 +113,27 @@ def test_retry_takes_the_profile_as_it_is_now_unless_told_to_keep_the_options(ma
     daemon.config.write_text(daemon.config.read_text().replace('model = "missing"', 'model = "tiny"'))
     daemon.signal(signal.SIGHUP)
     daemon.wait_for(lambda: "config reloaded" in daemon.log(), 30, "the reload")
+    return daemon, job
 
-    result = stemd(daemon.config, "retry", str(job["id"]), "--keep-options")
-    assert result.returncode == 0, result.stderr
-    daemon.wait_for(lambda: len(json.loads(daemon.jobs()[0]["history"])) >= 3
-                    and daemon.jobs()[0]["state"] == "failed", 60, "the retry with the old options")
-    assert json.loads(daemon.jobs()[0]["options"])["model"] == "missing"
 
+def test_retry_takes_the_profile_as_it_is_now(make_daemon, tmp_path):
+    """Defect 15: a retry reused the options from the job's arrival, so fixing the profile
+    (as the .error.txt suggests) and retrying failed again."""
+    daemon, job = _failed_then_fixed(make_daemon, tmp_path)
     assert stemd(daemon.config, "retry", str(job["id"])).returncode == 0
     done = daemon.wait_jobs(1, ("done",), timeout=60)[0]
     assert json.loads(done["options"])["model"] == "tiny"
     manifest = json.loads((tmp_path / "outbox" / "song" / "manifest.json").read_text())
     assert manifest["model"] == "tiny" and manifest["options_from"] == "profile at retry"
+
+
+def test_retry_keep_options_keeps_the_options_the_job_had(make_daemon, tmp_path):
+    daemon, job = _failed_then_fixed(make_daemon, tmp_path)
+    result = stemd(daemon.config, "retry", str(job["id"]), "--keep-options")
+    assert result.returncode == 0, result.stderr
+    daemon.wait_for(lambda: len(json.loads(daemon.jobs()[0]["history"])) >= 3
+                    and daemon.jobs()[0]["state"] == "failed", 60, "the retry with the old options")
+    assert json.loads(daemon.jobs()[0]["options"])["model"] == "missing"
 
 
 def test_a_canceled_input_is_set_aside_and_not_queued_again_at_the_next_start(make_daemon, tmp_path):
