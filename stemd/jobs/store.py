@@ -183,10 +183,15 @@ class Job:
 
     @property
     def identity(self) -> Optional[InputIdentity]:
-        """The input as it was recorded (None for rows without one)."""
-        if self.size is None or self.input_mtime_ns is None or self.input_inode is None:
+        """The input as it was recorded; None when nothing was (a file rejected on arrival).
+        Rows of schema 1 have only the hash: their file is hashed again when checked."""
+        if self.sha256 is None:
             return None
-        return InputIdentity(self.size, self.input_mtime_ns, self.input_inode, self.sha256)
+        unknown = -1
+        return InputIdentity(self.size if self.size is not None else unknown,
+                             self.input_mtime_ns if self.input_mtime_ns is not None else unknown,
+                             self.input_inode if self.input_inode is not None else unknown,
+                             self.sha256)
 
     @property
     def first_location(self) -> str:
