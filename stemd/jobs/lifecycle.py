@@ -227,6 +227,9 @@ class Lifecycle:
                             before=lambda target: self.store.set_output(job.id, self.boot, str(target),
                                                                         time.time()))
         output = str(published.path) if published.path else None
+        if published.path is not None and not cached and job.key:
+            self._keep_in_cache(published.path, job)     # the content verified by the worker
+        remove_attempt_dirs(folders, job.id, job.attempts)  # gone before the job reads done
         if not self.store.finish(job.id, self.boot, output, time.time(), cached=cached,
                                  note=published.note):
             now = self.store.get(job.id)
@@ -234,8 +237,6 @@ class Lifecycle:
                         "(%s); its input is left where it is", job.id, output,
                         now.state.value if now else "gone")
             return published
-        if published.path is not None and not cached and job.key:
-            self._keep_in_cache(published.path, job)
         self._input_done(job)
         return published
 
