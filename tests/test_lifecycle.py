@@ -342,3 +342,13 @@ def test_a_canceled_input_is_set_aside_with_a_note_and_not_queued_again(tmp_path
     note = (tmp_path / "state" / "failed" / "song.wav.error.txt").read_text()
     assert "canceled" in note and f"stemd retry {job_id}" in note
     assert lifecycle.store.get(job_id).input == str(tmp_path / "state" / "failed" / "song.wav")
+
+
+def test_an_input_gone_when_its_job_is_claimed_fails_at_once(tmp_path: Path) -> None:
+    lifecycle = make_lifecycle(tmp_path)
+    song = make_track(tmp_path / "inbox" / "song.wav", 1.0)
+    job_id = arrive(lifecycle, song, tmp_path / "inbox")
+    song.unlink()
+    assert lifecycle.claim(lifecycle.store.get(job_id), 0, "cpu") is None
+    job = lifecycle.store.get(job_id)
+    assert job.state == State.FAILED and "gone" in job.error and job.attempts == 0

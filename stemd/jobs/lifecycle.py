@@ -181,11 +181,16 @@ class Lifecycle:
     def _input_still_there(self, job: Job) -> bool:
         recorded = job.identity
         if recorded is None:
-            return True                    # rows from before identities: the worker's checks
+            return True                    # nothing recorded (no hash): nothing to compare
         try:
             current = recorded.check(job.input)
-        except OSError:
-            reason = ("The input file is gone: it was moved or deleted while the job waited.")
+        except FileNotFoundError:
+            reason = "The input file is gone: it was moved or deleted while the job waited."
+        except OSError as exc:
+            reason = f"The input file cannot be read: {exc.strerror}."
+        else:
+            reason = ""
+        if reason:
             if self.store.fail(job.id, reason, "input", time.time()):
                 log.warning("job %s: %s", job.id, reason)
             return False
