@@ -91,3 +91,10 @@ class DownloadFailed(StemdError):
     """A download failed for a reason that may pass: the network, a timeout (retried)."""
 
     kind = "download"
+
+
+class InputChanged(StemdError):
+    """The input is not the content its job recorded: replaced while the job waited.
+    The job is superseded; the new content is separated as a new job."""
+
+    kind = "superseded"

@@ -8,18 +8,26 @@ import pytest
 from audio import make_track
 from stemd.config import ProfileConfig
 from stemd.engine import probe
-from stemd.jobs.intake import Arrival, Intake, IntakeSettings, job_key
+from stemd.jobs.intake import Arrival, Intake, IntakeSettings
+from stemd.jobs.lifecycle import Lifecycle, LifecycleSettings
 from stemd.jobs.store import State, Store
+
+PROFILES = {"default": ProfileConfig(model="tiny"),
+            "karaoke": ProfileConfig(model="tiny", two_stems="vocals")}
+
+
+def make_lifecycle(tmp_path: Path, **config: object) -> Lifecycle:
+    """A lifecycle on a real job database, its folders below ``tmp_path`` (failed/ there)."""
+    from stemd.config import Config
+    settings = Config(daemon={"state_dir": str(tmp_path)}, outbox={"path": str(tmp_path / "out")},
+                      profiles=PROFILES, **config)
+    return Lifecycle(Store(tmp_path / "db.sqlite3"), LifecycleSettings.from_config(settings), "boot")
 
 
 @pytest.fixture
 def intake(tmp_path: Path) -> Intake:
-    store = Store(tmp_path / "db.sqlite3")
-    settings = IntakeSettings(max_file_bytes=10_000_000, max_duration=5.0,
-                              failed_dir=tmp_path / "failed")
-    profiles = {"default": ProfileConfig(model="tiny"),
-                "karaoke": ProfileConfig(model="tiny", two_stems="vocals")}
-    return Intake(store, settings, profiles, probe)
+    settings = IntakeSettings(max_file_bytes=10_000_000, max_duration=5.0)
+    return Intake(make_lifecycle(tmp_path), settings, PROFILES, probe)
 
 
 def test_records_a_job_with_hash_duration_and_options(intake: Intake, tmp_path: Path) -> None:
@@ -27,8 +35,8 @@ def test_records_a_job_with_hash_duration_and_options(intake: Intake, tmp_path: 
     job_id = intake.process(Arrival(path, "default", tmp_path / "inbox"))
     job = intake.store.get(job_id)
     assert job.state == State.QUEUED and abs(job.duration - 1.5) < 0.01
-    assert len(job.sha256) == 64 and job.options["model"] == "tiny"
-    assert job.key == job_key(job.sha256, job.options)
+    assert len(job.sha256) == 64 and job.options.model == "tiny"
+    assert job.key == job.options.cache_key(job.sha256)
 
 
 def test_same_file_same_options_is_one_job_other_options_another(intake: Intake, tmp_path: Path) -> None:
@@ -61,8 +69,7 @@ def test_too_long_and_too_big_are_refused_with_the_key_to_change(intake: Intake,
     long_track = make_track(tmp_path / "inbox" / "long.wav", 6.0)
     job = intake.store.get(intake.process(Arrival(long_track, "default")))
     assert job.state == State.FAILED and "intake.max_duration" in job.error
-    intake.settings = IntakeSettings(max_file_bytes=1000, max_duration=60,
-                                     failed_dir=tmp_path / "failed")
+    intake.settings = IntakeSettings(max_file_bytes=1000, max_duration=60)
     big = make_track(tmp_path / "inbox" / "big.wav", 1.0)
     job = intake.store.get(intake.process(Arrival(big, "default")))
     assert "intake.max_file_mb" in job.error

@@ -101,8 +101,9 @@ def test_stale_leases_and_requeue_without_counting(store: Store) -> None:
 def test_cancel_and_retry(store: Store) -> None:
     queued, running = _job(store, "q.wav"), _job(store, "r.wav")
     store.claim(running, "b", 0, "cpu", 1.0)
-    assert store.cancel(queued, 2.0) == State.CANCELED
-    assert store.cancel(running, 2.0) == State.RUNNING and store.get(running).cancel_requested
+    assert store.cancel(queued, 2.0, boot=None) and store.get(queued).state == State.CANCELED
+    assert not store.cancel(running, 2.0, boot=None)         # running: by its lease holder only
+    assert store.request_cancel(running, 2.0) and store.get(running).cancel_requested
     assert store.retry(queued, 3.0) and store.get(queued).state == State.QUEUED
     assert not store.retry(running, 3.0)                              # only failed/canceled
 

@@ -50,9 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--profile", default=None)
     submit.add_argument("--priority", type=int, default=0)
     for name, text in (("cancel", "cancel a queued or running job"),
-                       ("retry", "queue a failed or canceled job again")):
+                       ("retry", "queue a failed or canceled job again, with its profile as it is now")):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("id", type=int, metavar="ID")
+        if name == "retry":
+            cmd.add_argument("--keep-options", action="store_true",
+                             help="keep the options the job had, not its profile's current ones")
     logs = sub.add_parser("logs", help="the daemon's log (journal, log file)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument("--job", type=int, metavar="ID", help="only the lines about job ID")
@@ -120,8 +123,8 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config)
 
 
-def _store(config: Config) -> Store:
-    return Store(config.db_path)
+def _store(config: Config, readonly: bool = False) -> Store:
+    return Store(config.db_path, readonly=readonly)
 
 
 # -- commands ------------------------------------------------------------------------
@@ -155,7 +158,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    store = _store(_config(args))
+    store = _store(_config(args), readonly=True)
     jobs = store.jobs(State(args.state) if args.state else None, limit=args.limit)
     if args.json:
         print(json.dumps([job.to_json() for job in jobs], indent=2))
@@ -207,7 +210,8 @@ def _job_request(kind: str) -> Callable[[argparse.Namespace], int]:
             print(f"stemd: job {job.id} is {job.state.value}; only {states} jobs can be "
                   f"{'canceled' if kind == 'cancel' else 'retried'}", file=sys.stderr)
             return EXIT_PROBLEM
-        store.add_request(kind, job.id)
+        payload = {"keep_options": True} if getattr(args, "keep_options", False) else None
+        store.add_request(kind, job.id, payload)
         print(f"{kind} of job {job.id} requested")
         _warn_if_not_running(config)
         return EXIT_OK

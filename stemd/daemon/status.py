@@ -43,7 +43,7 @@ def collect_status(config: Config) -> dict[str, Any]:
                             "failures": [], "disk": {},
                             "config": str(config.source) if config.source else None}
     if config.db_path.exists():
-        store = Store(config.db_path)
+        store = Store(config.db_path, readonly=True)
         data["queue"] = store.counts()
         data["waiting"] = [j.to_json() for j in store.jobs(State.QUEUED, limit=20)]
         data["failures"] = [j.to_json() for j in store.failures(limit=5)]

@@ -21,14 +21,13 @@ from typing import Any, Callable, Optional
 
 from stemd import __version__
 from stemd.worker import allocator
-from stemd.jobs.lifecycle import handle_input, park_failed_input
+from stemd.jobs.lifecycle import Lifecycle, LifecycleSettings
 from stemd.config import Config, load_config
 from stemd.dispatch.devices import SlotPlan, detect_accelerators, plan_slots
 from stemd.dispatch.dispatcher import DispatchSettings, Dispatcher
 from stemd.errors import StemdError
 from stemd.jobs.intake import Arrival, Intake, IntakeSettings
-from stemd.output.publish import find_published
-from stemd.jobs.store import State, Store
+from stemd.jobs.store import Job, State, Store
 from stemd.links.policy import UrlPolicy
 from stemd.watch import InboxSpec, Watcher
 from stemd.logs import log_target
@@ -63,7 +62,7 @@ def _extensions(extra: list[str], links: bool = False) -> frozenset[str]:
 
 def intake_settings(config: Config) -> IntakeSettings:
     return IntakeSettings(max_file_bytes=int(config.intake.max_file_mb * 1e6),
-                          max_duration=config.intake.max_duration, failed_dir=config.failed_dir,
+                          max_duration=config.intake.max_duration,
                           min_duration=config.intake.min_duration,
                           links=link_policy(config))
 
@@ -95,11 +94,13 @@ class Daemon:
         self._signals: list[int] = []
         self.watcher = Watcher(inbox_specs(config))
         self._new_watchers: "queue.Queue[Watcher]" = queue.Queue()   # reload -> watcher thread
+        self.lifecycle = Lifecycle(self.store, LifecycleSettings.from_config(config), self.boot,
+                                   resubmit=self._resubmit)
         self.dispatcher = Dispatcher(self.store, DispatchSettings.from_config(config), self.boot,
                                      self.plan.gpus, self.plan.cpu_slots, self.plan.threads,
-                                     space_check=self._space_check())
+                                     space_check=self._space_check(), lifecycle=self.lifecycle)
         from stemd.engine import probe
-        self.intake = Intake(self.store, intake_settings(config), dict(config.profiles), probe)
+        self.intake = Intake(self.lifecycle, intake_settings(config), dict(config.profiles), probe)
         self.scheduler: Any = None
         from stemd.service.sdnotify import Notifier, WatchdogPinger
         # unset NOTIFY_SOCKET for children: only the supervisor talks to systemd
@@ -113,27 +114,16 @@ class Daemon:
 
     # -- start-up ---------------------------------------------------------------------
     def recover(self) -> None:
-        """Jobs held by a previous boot: finish the ones already published, requeue the rest."""
-        settings = self.dispatcher.settings
-        for job in self.store.stale_running(self.boot):
-            published = find_published(job.output_dir, job.id)
-            if published is not None and self.store.adopt(job.id, job.lease_boot, self.boot):
-                self.store.finish(job.id, self.boot, str(published), time.time())
-                handle_input(self.store, settings.publish, job)
-                log.info("job %s: found published before the restart -> %s", job.id, published)
-                continue
-            state = self.store.fail_attempt(
-                job.id, job.lease_boot, "stemd stopped while this job ran (killed, crashed or "
-                "the machine restarted).", "crash", False, time.time(),
-                self.config.workers.max_attempts, 0.0)
-            log.warning("job %s: was running when stemd stopped -> %s", job.id,
-                        state.value if state else "unchanged")
-            if state == State.FAILED:
-                park_failed_input(self.store, settings.publish.failed_dir, job,
-                                  "stemd stopped while separating this file too many times.",
-                                  "Check the log; the file may crash the separation.")
-        for folder in (settings.publish.staging_dir, settings.publish.work_dir):
+        """Jobs of a previous boot (the lifecycle decides), then leftovers of its attempts."""
+        self.lifecycle.recover()
+        folders = self.lifecycle.folders
+        for folder in (folders.staging_dir, folders.work_dir):
             _empty_folder(folder)
+
+    def _resubmit(self, job: Job) -> None:
+        """A superseded job's input (replaced while it waited) goes through intake again."""
+        self.intake.offer(Arrival(Path(job.input), job.profile,
+                                  Path(job.inbox) if job.inbox else None, job.priority, job.source))
 
     def start(self) -> None:
         library = allocator.preload(self.config.workers.allocator)   # before any thread starts
@@ -229,7 +219,6 @@ class Daemon:
                 log.exception("request %s %s failed", request.kind, request.job_id)
 
     def _handle_request(self, kind: str, job_id: Optional[int], payload: dict[str, Any]) -> None:
-        now = time.time()
         if kind == "submit":
             path = Path(payload["path"])
             # a web upload is the daemon's own file (archived like an inbox drop)
@@ -239,22 +228,10 @@ class Daemon:
                                       int(payload.get("priority") or 0),
                                       "upload" if upload else "submit"))
         elif kind == "cancel" and job_id is not None:
-            state = self.store.cancel(job_id, now)
-            if state == State.RUNNING:
+            if self.lifecycle.request_cancel(job_id) == State.RUNNING:
                 self.dispatcher.cancel(job_id)
-            log.info("job %s: cancel requested -> %s", job_id, state.value if state else "not active")
         elif kind == "retry" and job_id is not None:
-            self._retry(job_id, now)
-
-    def _retry(self, job_id: int, now: float) -> None:
-        job = self.store.get(job_id)
-        if job is None or not self.store.retry(job_id, now):
-            log.warning("job %s: retry refused (only failed or canceled jobs can be retried)", job_id)
-            return
-        if job.history and job.history[-1].get("kind") == "oom":
-            self.store.set_options(job_id, {k: v for k, v in job.options.items()
-                                            if k != "force_device"})
-        log.info("job %s: queued again by request", job_id)
+            self.lifecycle.retry(job_id, keep_options=bool(payload.get("keep_options")))
 
     # -- maintenance and systemd ----------------------------------------------------------
     def _space_check(self) -> Callable[[Any], Optional[str]]:
@@ -264,11 +241,9 @@ class Daemon:
         def check(job: Any) -> Optional[str]:
             config = self.config          # the live config: a reload may change min_free
             opts = job.options
-            fmt = opts.get("format", {})
-            stems = expected_stems(opts, self.dispatcher.model_stems.get(opts.get("model", "")))
-            needed = 2 * expected_output_bytes(job.duration or 0.0, stems, fmt.get("kind", "wav"),
-                                               fmt.get("wav_depth", "int16"),
-                                               fmt.get("mp3_bitrate", 320))
+            stems = expected_stems(opts, self.dispatcher.model_stems.get(opts.model))
+            needed = 2 * expected_output_bytes(job.duration or 0.0, stems, opts.format.kind,
+                                               opts.format.wav_depth, opts.format.mp3_bitrate)
             folders = [config.outbox.path, config.staging_dir, config.cache_dir, config.state_dir]
             result = gate.check(folders, needed, config.maintenance.min_free)
             return None if result.ok else result.reason

@@ -9,6 +9,7 @@ happened to each job as an event; the dispatcher decides what to do with the job
 from __future__ import annotations
 
 import logging
+import dataclasses
 import shutil
 import time
 from dataclasses import dataclass
@@ -18,14 +19,15 @@ import psutil
 
 from stemd.dispatch import admission
 from stemd.dispatch.admission import Budget
-from stemd.jobs.lifecycle import (PublishSettings, build_manifest, finish_job, job_track, park_failed_input, rel_track_dir, remove_attempt_dirs, serve_from_cache, stage_dir, work_dir)
+from stemd.jobs.lifecycle import (Lifecycle, LifecycleSettings, PublishSettings, job_track,
+                                  remove_attempt_dirs, stage_dir, work_dir)
 from stemd.config import Config, WorkersConfig
-from stemd.engine.types import ModelSource, OutputFormat, SeparationOptions, SeparationResult
+from stemd.engine.types import ModelSource, SeparationResult
 from stemd.output.naming import track_name
 from stemd.output.publish import remove_empty_staging
 from stemd.dispatch.pool import (CancelAsked, DeadlinePassed, JobDone, JobFailed, JobProgress, PoolEvent, SlotPool, Stalled, WorkerDied)
 from stemd.dispatch.slots import Running, Slot
-from stemd.jobs.store import Job, State, Store
+from stemd.jobs.store import Job, Store
 from stemd.worker.protocol import Ahead, Failed, Task, TaskMsg
 from stemd.links.download import LinkLimits
 
@@ -40,35 +42,35 @@ RECHECK_WAITING = 2.0   # seconds between checks while the first job waits for m
 @dataclass(frozen=True)
 class DispatchSettings:
     workers: WorkersConfig
-    publish: PublishSettings
+    lifecycle: LifecycleSettings
     source: ModelSource
-    templates: dict[str, str]        # profile -> template
     links: Optional[LinkLimits] = None
     links_per_hour: int = 0          # link downloads started per hour; 0 = no limit
 
     @classmethod
     def from_config(cls, config: Config) -> "DispatchSettings":
-        publish = PublishSettings(
-            outbox=config.outbox.path, on_conflict=config.outbox.on_conflict,
-            after_success=config.intake.after_success, archive_dir=config.archive_dir,
-            failed_dir=config.failed_dir, cache_dir=config.cache_dir,
-            staging_dir=config.staging_dir, work_dir=config.state_dir / "work")
         source = ModelSource(repo=config.models.repo, offline=config.models.offline,
                              allow_pickle=config.models.allow_pickle)
-        templates = {name: config.template_for(name) for name in config.profiles}
         links = config.links
         limits = LinkLimits(links.max_duration, links.max_filesize, links.download_timeout,
                             links.allow_private)
-        return cls(config.workers, publish, source, templates, limits, links.rate_limit)
+        return cls(config.workers, LifecycleSettings.from_config(config), source, limits,
+                   links.rate_limit)
+
+    @property
+    def publish(self) -> PublishSettings:
+        return self.lifecycle.publish
 
 
 class Dispatcher:
     def __init__(self, store: Store, settings: DispatchSettings, boot: str,
                  gpus: list[str], cpu_slots: int, threads: int,
-                 space_check: Optional[SpaceCheckFn] = None) -> None:
+                 space_check: Optional[SpaceCheckFn] = None,
+                 lifecycle: Optional[Lifecycle] = None) -> None:
         self.store = store
         self.settings = settings
         self.boot = boot
+        self.lifecycle = lifecycle or Lifecycle(store, settings.lifecycle, boot)
         self.space_check = space_check
         self.claiming = True
         self.waiting: dict[int, str] = {}
@@ -87,6 +89,7 @@ class Dispatcher:
                     threads: int) -> None:
         """Apply a reloaded config; busy slots that go away finish their job first."""
         self.settings = settings
+        self.lifecycle.reconfigure(settings.lifecycle)
         self._hold = (0.0, 0)
         self.pool.resize(settings.workers, settings.source, gpus, cpu_slots, threads)
 
@@ -119,7 +122,7 @@ class Dispatcher:
         if slot.running is not event.run:
             return                              # already handled (stale event)
         if isinstance(event, JobProgress):
-            self.store.heartbeat(event.run.job_id, self.boot, event.percent, time.time())
+            self.store.set_progress(event.run.job_id, self.boot, event.percent, time.time())
         elif isinstance(event, JobDone):
             self._on_done(slot, event.result, event.wall)
         elif isinstance(event, JobFailed):
@@ -140,8 +143,7 @@ class Dispatcher:
         assert run is not None
         slot.kill()
         if why == "canceled":
-            self.store.mark_canceled(run.job_id, self.boot, time.time())
-            log.info("job %s: canceled; its worker was stopped", run.job_id)
+            self.lifecycle.cancel(run.job_id)
             self._clear(slot)
             return
         if why == "timeout":
@@ -172,9 +174,8 @@ class Dispatcher:
         run = slot.running
         assert run is not None
         slot.kill()
-        self.store.requeue(run.job_id, self.boot, time.time(),
-                           "stopped and requeued: the machine was running out of memory",
-                           delay=PRESSURE_BACKOFF)
+        self.lifecycle.requeue(run.job_id, "stopped and requeued: the machine was running out of memory",
+                               delay=PRESSURE_BACKOFF)
         log.warning("job %s: memory below the floor; stopped the youngest job and requeued it",
                     run.job_id)
         self._clear(slot)
@@ -184,28 +185,14 @@ class Dispatcher:
     def _on_done(self, slot: Slot, result: SeparationResult, wall: float) -> None:
         run = slot.running
         assert run is not None
-        job = self.store.get(run.job_id)
-        if job is None or job.state != State.RUNNING:
+        published = self.lifecycle.finish(run.job_id, run.attempt, result, wall)
+        if published is None:
             self._clear(slot)
             return
-        if job.url and result.title:
-            self.store.set_title(job.id, result.title)
-            job = self.store.get(job.id) or job
-        template = self.settings.templates.get(job.profile, "{track}/{stem}.{ext}")
-        rel_dir = rel_track_dir(template, job)
-        staged_track = stage_dir(self.settings.publish, job.id, run.attempt) / rel_dir
-        manifest = build_manifest(job, result, wall, template)
-        try:
-            published = finish_job(self.store, self.settings.publish, job, self.boot,
-                                   staged_track, rel_dir, manifest, cached=False)
-        except OSError as exc:
-            self._attempt_failed(slot, "publish", f"The stems could not be published: {exc}.",
-                                 "Check free space and permissions of the outbox.", False)
-            return
+
         self.store.record_measurement(run.model, slot.kind, result.input.duration, wall,
                                       run.peak_rss or None, None)
         self.model_stems[run.model] = len(result.model_sources)
-        log.info("job %s: done in %.1f s -> %s", job.id, wall, published.path or published.note)
         slot.jobs_done += 1
         self._clear(slot)
         self._maybe_recycle(slot)
@@ -223,41 +210,23 @@ class Dispatcher:
     def _shrink_after_oom(self, slot: Slot, run: Running) -> None:
         """Next attempt: batch of one; if that already ran out of memory, the CPU."""
         job = self.store.get(run.job_id)
-        if job is None:
-            return
-        options = dict(job.options)
-        if options.get("batch_size", 0) != 1:
-            options["batch_size"] = 1
-        elif slot.kind == "gpu":
-            options["force_device"] = "cpu"
-        self.store.set_options(job.id, options)
+        if job is not None:
+            self.store.set_options(job.id, job.options.after_oom(on_gpu=slot.kind == "gpu"))
 
     def _cpu_after_device_error(self, run: Running) -> None:
         """A GPU or MPS device failed: the next attempt runs on the CPU."""
         job = self.store.get(run.job_id)
         if job is not None:
-            self.store.set_options(job.id, {**job.options, "force_device": "cpu"})
+            self.store.set_options(job.id, dataclasses.replace(job.options, force_device="cpu"))
 
     def _attempt_failed(self, slot: Slot, kind: str, message: str, hint: str, permanent: bool,
                         keep_worker: bool = False) -> None:
         run = slot.running
         assert run is not None
-        workers = self.settings.workers
-        reason = f"{message} {hint}".strip()
-        state = self.store.fail_attempt(run.job_id, self.boot, reason, kind, permanent,
-                                        time.time(), workers.max_attempts, workers.retry_backoff)
-        log.warning("job %s: attempt %s failed (%s): %s -> %s", run.job_id, run.attempt, kind,
-                    message, state.value if state else "unchanged")
-        if state == State.FAILED:
-            self._move_failed_input(run.job_id, message, hint)
+        self.lifecycle.fail_attempt(run.job_id, run.attempt, kind, message, hint, permanent)
         self._clear(slot)
         if not keep_worker:
             slot.kill()
-
-    def _move_failed_input(self, job_id: int, message: str, hint: str) -> None:
-        job = self.store.get(job_id)
-        if job is not None:
-            park_failed_input(self.store, self.settings.publish.failed_dir, job, message, hint)
 
     def _clear(self, slot: Slot) -> None:
         run = slot.running
@@ -332,7 +301,7 @@ class Dispatcher:
             if (job.key and job.key in busy_keys) or self._cached(job) \
                     or self._pick_slot(job, [slot]) is None:
                 continue
-            return job if job.options.get("model") == model and not job.url else None
+            return job if job.options.model == model and not job.url else None
         return None
 
     def _busy_keys(self) -> set[str]:
@@ -342,25 +311,10 @@ class Dispatcher:
         return bool(job.key) and (self.settings.publish.cache_dir / job.key / "manifest.json").is_file()
 
     def _try_cache(self, job: Job, now: float) -> bool:
-        if not self._cached(job):
-            return False
-        if not self.store.claim(job.id, self.boot, -1, "cache", now):
-            return True
-        claimed = self.store.get(job.id)
-        assert claimed is not None
-        template = self.settings.templates.get(job.profile, "{track}/{stem}.{ext}")
-        try:
-            done = serve_from_cache(self.store, self.settings.publish, claimed, self.boot, template)
-        except OSError as exc:
-            log.warning("job %s: cache could not be used (%s); separating again", job.id, exc)
-            done = None
-        if done is None:
-            self.store.requeue(job.id, self.boot, now, "cache entry unusable; separating again")
-            shutil.rmtree(self.settings.publish.cache_dir / job.key, ignore_errors=True)
-        return True
+        return self._cached(job) and self.lifecycle.serve_from_cache(job)
 
     def _pick_slot(self, job: Job, free: list[Slot]) -> Optional[Slot]:
-        wanted = job.options.get("force_device") or job.options.get("device", "auto")
+        wanted = job.options.wanted_device
         gpu = [s for s in free if s.kind == "gpu"]
         cpu = [s for s in free if s.kind == "cpu"]
         if wanted == "gpu":
@@ -370,7 +324,7 @@ class Dispatcher:
         return (gpu or cpu or [None])[0]
 
     def _no_slot_reason(self, job: Job) -> str:
-        wanted = job.options.get("force_device") or job.options.get("device", "auto")
+        wanted = job.options.wanted_device
         if wanted == "gpu" and not any(s.kind == "gpu" for s in self.slots):
             return "waiting: the profile asks for a GPU and this machine has no GPU slot"
         if wanted == "cpu" and not any(s.kind == "cpu" for s in self.slots):
@@ -385,7 +339,7 @@ class Dispatcher:
                 self.waiting[job.id] = reason
                 return False
         workers = self.settings.workers
-        measured = self.store.measurements(job.options.get("model", ""), slot.kind)
+        measured = self.store.measurements(job.options.model, slot.kind)
         estimate = admission.estimate_peak(measured, job.duration or 0.0, workers.memory_estimate)
         committed = sum(s.running.estimate for s in self._all_slots() if s.running)
         budget = Budget(workers.memory_reserve, workers.memory_budget, workers.memory_floor)
@@ -400,27 +354,26 @@ class Dispatcher:
         return verdict.ok
 
     def _fail_never_fits(self, job: Job, reason: str, now: float) -> None:
-        if self.store.claim(job.id, self.boot, -1, "none", now):
-            self.store.fail_attempt(job.id, self.boot, reason, "memory", True, now, 1, 0)
-            self._move_failed_input(job.id, reason, "")
-            log.error("job %s: %s", job.id, reason)
+        self.lifecycle.fail_at_once(job, "memory", reason)
 
     def _start(self, job: Job, slot: Slot, now: float, wall: float) -> bool:
-        if not self.store.claim(job.id, self.boot, slot.index, slot.device, wall):
+        claimed = self.lifecycle.claim(job, slot.index, slot.device)
+        if claimed is None:
             return False
-        attempt = job.attempts + 1
+        job = claimed
+        attempt = job.attempts
         task = self._task(job, attempt)
         workers = self.settings.workers
-        measured = self.store.measurements(job.options.get("model", ""), slot.kind)
+        measured = self.store.measurements(job.options.model, slot.kind)
         links = self.settings.links if job.url else None
         duration = job.duration or (links.max_duration if links else 0.0)
         limit = admission.deadline_seconds(duration, admission.speed(measured, slot.kind),
-                                           int(job.options.get("shifts", 1)), workers.job_timeout,
+                                           job.options.shifts, workers.job_timeout,
                                            workers.job_timeout_cap)
         limit += links.download_timeout if links else 0.0
         slot.running = Running(job.id, job.key, attempt, task, started=now, deadline=now + limit,
                                last_progress=now, estimate=self._estimates.pop(job.id, 0),
-                               duration=job.duration or 0.0, model=job.options.get("model", ""),
+                               duration=job.duration or 0.0, model=job.options.model,
                                started_at=wall)
         slot.ensure_started()
         if not slot.send(TaskMsg(task)):
@@ -431,18 +384,14 @@ class Dispatcher:
         return True
 
     def _task(self, job: Job, attempt: int) -> Task:
-        options = job.options
-        fmt = OutputFormat(**options.get("format", {}))
-        fields = {k: v for k, v in options.items()
-                  if k in SeparationOptions.__dataclass_fields__ and k != "format"}
-        separation = SeparationOptions(**fields, format=fmt)
         publish = self.settings.publish
-        return Task(job_id=job.id, attempt=attempt, input=job.input, options=separation,
+        return Task(job_id=job.id, attempt=attempt, input=job.input,
+                    options=job.options.separation(),
                     stage_dir=str(stage_dir(publish, job.id, attempt)),
                     work_dir=str(work_dir(publish, job.id, attempt)),
-                    template=self.settings.templates.get(job.profile, "{track}/{stem}.{ext}"),
+                    template=self.settings.lifecycle.template_for(job.profile),
                     track=job_track(job), profile=job.profile, folder=job.folder, url=job.url,
-                    links=self.settings.links if job.url else None)
+                    links=self.settings.links if job.url else None, identity=job.identity)
 
     # -- shutdown ---------------------------------------------------------------------------------
     def busy(self) -> bool:
@@ -454,9 +403,8 @@ class Dispatcher:
             run = slot.running
             slot.kill()
             if run is not None:
-                self.store.requeue(run.job_id, self.boot, time.time(), requeue_note)
+                self.lifecycle.requeue(run.job_id, requeue_note)
                 remove_attempt_dirs(self.settings.publish, run.job_id, run.attempt)
-                log.info("job %s: stopped and left queued (%s)", run.job_id, requeue_note)
                 slot.running = None
 
     def snapshot(self) -> dict[str, Any]:

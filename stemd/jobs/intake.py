@@ -1,27 +1,27 @@
 """Intake: turn a finished file into a job row — probe, hash, validate, dedupe, record.
 
-Runs on its own thread behind a queue, so the watcher never waits on hashing
-or probing. Bad inputs are moved to the failed folder with a reason a user
-understands, and recorded as failed jobs; the daemon goes on.
+Runs on its own threads behind a queue, so the watcher never waits on hashing
+or probing. Bad inputs are recorded as failed jobs and set aside with a reason a
+user understands (the lifecycle does both); the daemon goes on.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import logging
 import os
 import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from stemd.config import ProfileConfig
 from stemd.engine.types import AudioInfo
 from stemd.errors import InputError, StemdError
-from stemd.jobs.lifecycle import park_failed_input
-from stemd.jobs.store import NewJob, State, Store
+from stemd.jobs.identity import InputIdentity
+from stemd.jobs.lifecycle import Lifecycle
+from stemd.jobs.options import JobOptions
+from stemd.jobs.store import NewJob, State
 from stemd.links.parse import is_link_file, read_links
 from stemd.links.policy import UrlPolicy, check_url
 from stemd.units import format_duration
@@ -49,44 +49,18 @@ class Arrival:
 class IntakeSettings:
     max_file_bytes: int
     max_duration: float
-    failed_dir: Path
     min_duration: float = 0.5
     links: Optional[UrlPolicy] = None      # None: link files are not taken
 
 
-def options_of(profile: ProfileConfig) -> dict[str, Any]:
-    """The effective separation options of a profile, as stored on the job."""
-    options = dataclasses.asdict(profile.separation_options())
-    options["device"] = profile.device
-    return options
-
-
-def job_key(sha256: str, options: dict[str, Any]) -> str:
-    """Same input and same output-affecting options give the same key (dedupe and cache)."""
-    relevant = {k: v for k, v in options.items() if k not in ("device", "batch_size", "force_device")}
-    blob = json.dumps(relevant, sort_keys=True)
-    return hashlib.sha256(f"{sha256}:{blob}".encode()).hexdigest()
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while True:
-            block = handle.read(chunk)
-            if not block:
-                return digest.hexdigest()
-            digest.update(block)
-
-
 class Intake:
-    def __init__(self, store: Store, settings: IntakeSettings,
-                 profiles: dict[str, ProfileConfig], probe: ProbeFn,
-                 on_job: Optional[Callable[[int], None]] = None) -> None:
-        self.store = store
+    def __init__(self, lifecycle: Lifecycle, settings: IntakeSettings,
+                 profiles: dict[str, ProfileConfig], probe: ProbeFn) -> None:
+        self.lifecycle = lifecycle
+        self.store = lifecycle.store
         self.settings = settings
         self.profiles = profiles
         self.probe = probe
-        self.on_job = on_job
         self.queue: "queue.Queue[Optional[Arrival]]" = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._busy = 0
@@ -139,29 +113,28 @@ class Intake:
             return self._reject(arrival, InputError(
                 f"Profile {arrival.profile!r} is not defined.",
                 "Use one of the profiles in the config's [profiles] tables."), None)
-        options = options_of(profile)
+        options = JobOptions.from_profile(profile)
         if self.settings.links is not None and is_link_file(arrival.path):
             return self._process_links(arrival, options, self.settings.links, profile.priority)
         try:
-            sha, info, size = self._inspect(arrival.path)
+            identity, info = self._inspect(arrival.path)
         except InputError as exc:
             return self._reject(arrival, exc, options)
-        key = job_key(sha, options)
+        sha = identity.sha256
+        assert sha is not None
+        key = options.cache_key(sha)
         if self._seen_before(arrival.path, key, sha):
             return None
         priority = arrival.priority or profile.priority
-        job_id = self.store.add_job(NewJob(
+        detail = (f"{format_duration(info.duration)}, {info.sample_rate} Hz, {info.channels} ch, "
+                  f"profile {arrival.profile}")
+        return self.lifecycle.arrive(NewJob(
             key=key, input=str(arrival.path), profile=arrival.profile, options=options,
-            sha256=sha, size=size, duration=info.duration,
+            identity=identity, duration=info.duration,
             inbox=str(arrival.inbox) if arrival.inbox else None, priority=priority,
-            source=arrival.source, folder=inbox_folder(arrival)))
-        log.info("job %s: queued %s (%s, %s Hz, %s ch, profile %s)", job_id, arrival.path.name,
-                 format_duration(info.duration), info.sample_rate, info.channels, arrival.profile)
-        if self.on_job:
-            self.on_job(job_id)
-        return job_id
+            source=arrival.source, folder=inbox_folder(arrival)), detail)
 
-    def _process_links(self, arrival: Arrival, options: dict[str, Any], policy: UrlPolicy,
+    def _process_links(self, arrival: Arrival, options: JobOptions, policy: UrlPolicy,
                        priority: int) -> Optional[int]:
         """One job per URL of a link file; the same URL with the same options is one job.
         A file with any URL that may not be fetched is refused whole, with that reason."""
@@ -171,24 +144,17 @@ class Intake:
             return self._reject(arrival, exc, options)
         first: Optional[int] = None
         for url in urls:
-            key = job_key(hashlib.sha256(f"link:{url}".encode()).hexdigest(), options)
-            active = self.store.active_with_key(key)
-            if active is not None:
-                log.info("job %s: %s is already queued; not adding it again", active.id, url)
-                continue
-            job_id = self.store.add_job(NewJob(
+            key = options.cache_key(hashlib.sha256(f"link:{url}".encode()).hexdigest())
+            job_id = self.lifecycle.arrive(NewJob(
                 key=key, input=str(arrival.path), profile=arrival.profile, options=options,
                 inbox=str(arrival.inbox) if arrival.inbox else None,
-                priority=arrival.priority or priority, source="link", url=url))
-            log.info("job %s: queued %s (from %s, profile %s)", job_id, url, arrival.path.name,
-                     arrival.profile)
+                priority=arrival.priority or priority, source="link", url=url,
+                folder=inbox_folder(arrival)), f"{url}, profile {arrival.profile}")
             first = first or job_id
-            if self.on_job:
-                self.on_job(job_id)
         return first
 
-    def _inspect(self, path: Path) -> tuple[str, AudioInfo, int]:
-        size = _size_within_limit(path, self.settings.max_file_bytes)
+    def _inspect(self, path: Path) -> tuple[InputIdentity, AudioInfo]:
+        _size_within_limit(path, self.settings.max_file_bytes)
         info = self.probe(path)
         if info.duration < self.settings.min_duration:
             raise InputError(
@@ -201,15 +167,15 @@ class Intake:
                 f"{format_duration(self.settings.max_duration)} allowed.",
                 "Raise intake.max_duration in the config, or split the file.")
         try:
-            sha = sha256_file(path)
+            identity = InputIdentity.read(path)
         except OSError as exc:
             raise InputError(f"The file cannot be read: {exc.strerror}.",
                              "Check the file's permissions and that the disk is healthy.") from None
-        return sha, info, size
+        return identity, info
 
     def _seen_before(self, path: Path, key: str, sha: str) -> bool:
-        active = self.store.active_with_key(key)
-        if active is not None and active.input == str(path):
+        active = self.store.active_with_key(key, str(path))
+        if active is not None:
             log.info("job %s: %s is already queued; not adding it again", active.id, path.name)
             return True
         done = self.store.done_with_input(str(path), sha)
@@ -218,17 +184,14 @@ class Intake:
             return True
         return False
 
-    def _reject(self, arrival: Arrival, exc: StemdError, options: Optional[dict[str, Any]]) -> Optional[int]:
-        log.warning("rejected %s: %s", arrival.path, exc)
-        job_id = self.store.add_job(NewJob(
-            key="", input=str(arrival.path), profile=arrival.profile, options=options or {},
+    def _reject(self, arrival: Arrival, exc: StemdError, options: Optional[JobOptions]) -> int:
+        return self.lifecycle.reject(NewJob(
+            key="", input=str(arrival.path), profile=arrival.profile,
+            options=options or JobOptions(),
             inbox=str(arrival.inbox) if arrival.inbox else None, source=arrival.source,
             state=State.FAILED, error=f"{exc.message} {exc.hint}".strip(),
-            history=[{"attempt": 0, "kind": exc.kind, "reason": exc.message}]))
-        job = self.store.get(job_id)
-        assert job is not None
-        park_failed_input(self.store, self.settings.failed_dir, job, exc.message, exc.hint)
-        return job_id
+            history=[{"attempt": 0, "kind": exc.kind, "reason": exc.message}]),
+            exc.message, exc.hint)
 
 
 def inbox_folder(arrival: Arrival) -> str:

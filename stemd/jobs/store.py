@@ -1,9 +1,12 @@
 """The job store: SQLite through sqlite-utils, the single source of truth.
 
 WAL, a busy timeout, the schema version in ``PRAGMA user_version`` with
-migrations, and every state change a compare-and-set (``UPDATE ... WHERE
-state = ?``) whose row count says whether it won. Each thread gets its own
-connection. The supervisor writes jobs; the CLI reads them and files requests.
+migrations. The store owns the job state machine: ``TRANSITIONS`` names every
+change of state with the states it may start from, and each one is a single
+compare-and-set (``UPDATE ... WHERE state IN (...)``) whose row count says
+whether it won. Only the lifecycle (``stemd.jobs.lifecycle``) calls the
+transitions; the CLI reads through a read-only connection and files requests.
+Every ``sqlite3`` error leaves as a ``StoreError``.
 """
 from __future__ import annotations
 
@@ -12,15 +15,17 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional, Union
 
 import sqlite_utils
 
 from stemd.errors import StoreError
+from stemd.jobs.identity import InputIdentity
+from stemd.jobs.options import JobOptions
 
-SCHEMA_VERSION = 4                # = len(_MIGRATIONS)
+SCHEMA_VERSION = 5                # = len(_MIGRATIONS)
 BUSY_TIMEOUT_MS = 30000   # how long a statement waits for another connection's lock
 
 
@@ -33,6 +38,31 @@ class State(str, enum.Enum):
 
 
 FINAL_STATES = (State.DONE, State.FAILED, State.CANCELED)
+ACTIVE_STATES = (State.QUEUED, State.RUNNING)
+
+
+class Transition(str, enum.Enum):
+    CLAIM = "claim"                # a slot (or the cache) takes the job
+    FINISH = "finish"              # stems published
+    RETRY_LATER = "retry_later"    # an attempt failed; tried again after a backoff
+    REQUEUE = "requeue"            # stopped without counting the attempt (shutdown, memory)
+    FAIL = "fail"                  # failed for good
+    CANCEL = "cancel"              # canceled by request
+    SUPERSEDE = "supersede"        # the input changed while the job waited
+    RETRY = "retry"                # queued again by request
+
+
+#: The state machine: each transition, the states it may start from, and where it ends.
+TRANSITIONS: dict[Transition, tuple[tuple[State, ...], State]] = {
+    Transition.CLAIM: ((State.QUEUED,), State.RUNNING),
+    Transition.FINISH: ((State.RUNNING,), State.DONE),
+    Transition.RETRY_LATER: ((State.RUNNING,), State.QUEUED),
+    Transition.REQUEUE: ((State.RUNNING,), State.QUEUED),
+    Transition.FAIL: ((State.QUEUED, State.RUNNING), State.FAILED),
+    Transition.CANCEL: ((State.QUEUED, State.RUNNING), State.CANCELED),
+    Transition.SUPERSEDE: ((State.QUEUED, State.RUNNING), State.CANCELED),
+    Transition.RETRY: ((State.FAILED, State.CANCELED), State.QUEUED),
+}
 
 _MIGRATIONS: list[str] = [
     # version 1
@@ -144,6 +174,20 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN folder TEXT NOT NULL DEFAULT '';
     ALTER TABLE jobs ADD COLUMN dismissed_at REAL;
     """,
+    # version 5: the input's identity and first location; one active job per input and key
+    # (the column ``heartbeat`` stays, unused: SQLite before 3.35 cannot drop a column)
+    """
+    ALTER TABLE jobs ADD COLUMN input_mtime_ns INTEGER;
+    ALTER TABLE jobs ADD COLUMN input_inode INTEGER;
+    ALTER TABLE jobs ADD COLUMN origin TEXT;
+    UPDATE jobs SET origin = input;
+    UPDATE jobs SET state = 'canceled', error = 'canceled: a duplicate of an earlier job',
+        finished_at = updated_at
+        WHERE state IN ('queued', 'running') AND EXISTS (
+            SELECT 1 FROM jobs AS older WHERE older.state IN ('queued', 'running')
+            AND older.input = jobs.input AND older.key = jobs.key AND older.id < jobs.id);
+    CREATE UNIQUE INDEX jobs_active_input ON jobs(input, key) WHERE state IN ('queued', 'running');
+    """,
 ]
 
 
@@ -158,7 +202,7 @@ class Job:
     duration: Optional[float]
     inbox: Optional[str]
     profile: str
-    options: dict[str, Any]
+    options: JobOptions
     priority: int
     state: State
     attempts: int
@@ -170,7 +214,6 @@ class Job:
     device: Optional[str]
     lease_boot: Optional[str]
     lease_worker: Optional[int]
-    heartbeat: Optional[float]
     cancel_requested: bool
     cached: bool
     source: str
@@ -178,6 +221,9 @@ class Job:
     started_at: Optional[float]
     finished_at: Optional[float]
     updated_at: float
+    input_mtime_ns: Optional[int] = None
+    input_inode: Optional[int] = None
+    origin: Optional[str] = None          # where the input was when it arrived
     url: Optional[str] = None          # a link job's address (source = 'link')
     title: Optional[str] = None        # a link job's title, once its metadata was read
     folder: str = ""                       # relative to the inbox ("" at its top, or submitted)
@@ -185,13 +231,29 @@ class Job:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Job":
-        data = dict(row)
-        data["options"] = json.loads(data["options"])
+        data = {k: v for k, v in dict(row).items() if k in _JOB_FIELDS}
+        data["options"] = JobOptions.from_json(data["options"])
         data["history"] = json.loads(data["history"])
         data["state"] = State(data["state"])
         data["cancel_requested"] = bool(data["cancel_requested"])
         data["cached"] = bool(data["cached"])
         return cls(**data)
+
+    @property
+    def identity(self) -> Optional[InputIdentity]:
+        """The input as it was recorded; None when nothing was (a file rejected on arrival).
+        Rows of schema 1 have only the hash: their file is hashed again when checked."""
+        if self.sha256 is None:
+            return None
+        unknown = -1
+        return InputIdentity(self.size if self.size is not None else unknown,
+                             self.input_mtime_ns if self.input_mtime_ns is not None else unknown,
+                             self.input_inode if self.input_inode is not None else unknown,
+                             self.sha256)
+
+    @property
+    def first_location(self) -> str:
+        return self.origin or self.input
 
     def to_json(self) -> dict[str, Any]:
         """The public JSON shape of a job (``stemd jobs --json``)."""
@@ -207,12 +269,15 @@ class Job:
         }
 
 
+_JOB_FIELDS = {f.name for f in fields(Job)}
+
+
 @dataclass(frozen=True)
 class NewJob:
     key: str
     input: str
     profile: str
-    options: dict[str, Any]
+    options: Union[JobOptions, dict[str, Any]]
     sha256: Optional[str] = None
     size: Optional[int] = None
     duration: Optional[float] = None
@@ -222,8 +287,13 @@ class NewJob:
     state: State = State.QUEUED
     error: Optional[str] = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    identity: Optional[InputIdentity] = None
     url: Optional[str] = None
     folder: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.options, JobOptions):
+            object.__setattr__(self, "options", JobOptions.from_dict(self.options))
 
 
 @dataclass(frozen=True)
@@ -236,6 +306,14 @@ class Request:
 
 def _iso(ts: Optional[float]) -> Optional[str]:
     return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ts))
+
+
+def history_entry(kind: str, reason: str, now: float, attempt: int,
+                  device: Optional[str] = None) -> dict[str, Any]:
+    return {"attempt": attempt, "kind": kind, "reason": reason, "at": _iso(now), "device": device}
+
+
+_ANY = object()   # "whoever holds the lease" in a compare-and-set
 
 
 class Store:
@@ -262,8 +340,13 @@ class Store:
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000,
-                                   isolation_level=None, check_same_thread=False)
+            if self.readonly:
+                conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                       timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                       check_same_thread=False)
+            else:
+                conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000,
+                                       isolation_level=None, check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             if not self.readonly:
                 conn.execute("PRAGMA journal_mode = WAL")
@@ -281,8 +364,7 @@ class Store:
             self._local.db = None
 
     def _migrate(self) -> None:
-        conn = self.db.conn
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        version = self._execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreError(f"The job database {self.path} has schema version {version}, newer "
                              f"than this stemd understands ({SCHEMA_VERSION}).",
@@ -290,32 +372,21 @@ class Store:
         if self.readonly:
             return
         for number in range(version, SCHEMA_VERSION):
-            with self.transaction():
+            with self.transaction() as conn:
                 for statement in _split_sql(_MIGRATIONS[number]):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {number + 1}")
 
     def transaction(self) -> "_Tx":
-        return _Tx(self.db.conn)
+        return _Tx(self.db.conn, self.path)
 
     def _execute(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
-        return self.db.conn.execute(sql, tuple(params))
+        try:
+            return self.db.conn.execute(sql, tuple(params))
+        except sqlite3.Error as exc:
+            raise _store_error(self.path, exc) from exc
 
-    # -- jobs ----------------------------------------------------------------------
-    def add_job(self, new: NewJob, now: Optional[float] = None) -> int:
-        now = time.time() if now is None else now
-        finished = now if new.state in FINAL_STATES else None
-        row = {"key": new.key, "input": new.input, "input_name": Path(new.input).name,
-               "sha256": new.sha256, "size": new.size, "duration": new.duration,
-               "inbox": new.inbox, "profile": new.profile,
-               "options": json.dumps(new.options, sort_keys=True), "priority": new.priority,
-               "state": new.state.value, "error": new.error, "source": new.source,
-               "history": json.dumps(new.history), "created_at": now,
-               "finished_at": finished, "updated_at": now, "folder": new.folder}
-        if new.url is not None:
-            row["url"] = new.url
-        return int(self.db["jobs"].insert(row).last_pk)
-
+    # -- reading jobs ----------------------------------------------------------------
     def get(self, job_id: int) -> Optional[Job]:
         row = self._execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return Job.from_row(dict(row)) if row else None
@@ -334,9 +405,10 @@ class Store:
         counts.update({row[0]: row[1] for row in rows})
         return counts
 
-    def active_with_key(self, key: str) -> Optional[Job]:
-        row = self._execute("SELECT * FROM jobs WHERE key = ? AND state IN ('queued', 'running') "
-                            "ORDER BY id LIMIT 1", (key,)).fetchone()
+    def active_with_key(self, key: str, path: str) -> Optional[Job]:
+        """The queued or running job of this input with these options, if any."""
+        row = self._execute("SELECT * FROM jobs WHERE key = ? AND input = ? AND state IN "
+                            "('queued', 'running') LIMIT 1", (key, path)).fetchone()
         return Job.from_row(dict(row)) if row else None
 
     def done_with_input(self, path: str, sha256: str) -> Optional[int]:
@@ -351,19 +423,210 @@ class Store:
                              "ORDER BY priority DESC, id LIMIT ?", (now, limit))
         return [Job.from_row(dict(row)) for row in rows]
 
-    def claim(self, job_id: int, boot: str, worker: int, device: str, now: float) -> bool:
-        """queued -> running, with a lease for this boot and worker."""
-        cur = self._execute(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_boot = ?, "
-            "lease_worker = ?, heartbeat = ?, device = ?, started_at = ?, progress = 0, "
-            "updated_at = ? WHERE id = ? AND state = 'queued' AND cancel_requested = 0",
-            (boot, worker, now, device, now, now, job_id))
+    def stale_running(self, boot: str) -> list[Job]:
+        """Running jobs whose lease belongs to another (dead) boot."""
+        rows = self._execute("SELECT * FROM jobs WHERE state = 'running' AND "
+                             "(lease_boot IS NULL OR lease_boot != ?)", (boot,))
+        return [Job.from_row(dict(row)) for row in rows]
+
+    def stranded_cancels(self) -> list[Job]:
+        """Queued jobs with a cancel request (left by versions before the lifecycle)."""
+        rows = self._execute("SELECT * FROM jobs WHERE state = 'queued' AND cancel_requested = 1")
+        return [Job.from_row(dict(row)) for row in rows]
+
+    def running(self) -> list[Job]:
+        return self.jobs(State.RUNNING)
+
+    def failures(self, limit: int = 5) -> list[Job]:
+        """Failed jobs not dismissed since they last failed (``stemd status``)."""
+        rows = self._execute("SELECT * FROM jobs WHERE state = 'failed' AND (dismissed_at IS NULL "
+                             "OR dismissed_at < finished_at) ORDER BY id DESC LIMIT ?", (limit,))
+        return [Job.from_row(dict(row)) for row in rows]
+
+    def dismiss(self, job_id: Optional[int], now: float) -> int:
+        """Clear one failed job (or, with None, every failed job) from the status view."""
+        where = "state = 'failed'" + (" AND id = ?" if job_id is not None else "")
+        params = (now, job_id) if job_id is not None else (now,)
+        return self._execute(f"UPDATE jobs SET dismissed_at = ? WHERE {where}", params).rowcount
+
+    def count_finished_before(self, cutoff: float) -> int:
+        return int(self._execute("SELECT COUNT(*) FROM jobs WHERE state IN ('done', 'failed', "
+                                 "'canceled') AND finished_at < ?", (cutoff,)).fetchone()[0])
+
+    def delete_finished_before(self, cutoff: float) -> int:
+        cur = self._execute("DELETE FROM jobs WHERE state IN ('done', 'failed', 'canceled') "
+                            "AND finished_at < ?", (cutoff,))
+        return cur.rowcount
+
+    # -- writing jobs: only the lifecycle calls these ----------------------------------------
+    def add_job(self, new: NewJob, now: Optional[float] = None) -> Optional[int]:
+        """Record a job; None when the same input with the same key is already queued or
+        running (the unique index settles concurrent offers of one file)."""
+        now = time.time() if now is None else now
+        finished = now if new.state in FINAL_STATES else None
+        ident = new.identity
+        row = {"key": new.key, "input": new.input, "input_name": Path(new.input).name,
+               "origin": new.input, "sha256": new.sha256 or (ident.sha256 if ident else None),
+               "size": ident.size if ident else new.size,
+               "input_mtime_ns": ident.mtime_ns if ident else None,
+               "input_inode": ident.inode if ident else None,
+               "duration": new.duration, "inbox": new.inbox, "profile": new.profile,
+               "options": new.options.to_json(), "priority": new.priority,  # type: ignore[union-attr]
+               "state": new.state.value, "error": new.error, "source": new.source,
+               "history": json.dumps(new.history), "created_at": now,
+               "finished_at": finished, "updated_at": now, "folder": new.folder}
+        if new.url is not None:
+            row["url"] = new.url
+        try:
+            return int(self.db["jobs"].insert(row).last_pk)
+        except sqlite3.IntegrityError:
+            return None
+        except sqlite3.Error as exc:
+            raise _store_error(self.path, exc) from exc
+
+    def _transition(self, name: Transition, job_id: int, values: dict[str, Any], now: float,
+                    lease: Any = _ANY, attempts: Optional[int] = None,
+                    not_canceling: bool = False, history: Optional[dict[str, Any]] = None) -> bool:
+        """The one compare-and-set: ``name``'s from-states (and, when given, the lease, the
+        attempt count, no pending cancel) or nothing changes."""
+        sources, target = TRANSITIONS[name]
+        values = {**values, "state": target.value, "updated_at": now}
+        sets = [f"{column} = ?" for column in values]
+        params: list[Any] = list(values.values())
+        if history is not None:
+            sets.append("history = json_insert(history, '$[#]', json(?))")
+            params.append(json.dumps(history))
+        where = ["id = ?", f"state IN ({', '.join('?' * len(sources))})"]
+        params += [job_id, *(s.value for s in sources)]
+        if lease is not _ANY:
+            where.append("lease_boot IS ?")
+            params.append(lease)
+        if attempts is not None:
+            where.append("attempts = ?")
+            params.append(attempts)
+        if not_canceling:
+            where.append("cancel_requested = 0")
+        cur = self._execute(f"UPDATE jobs SET {', '.join(sets)} WHERE {' AND '.join(where)}", params)
         return cur.rowcount == 1
 
-    def heartbeat(self, job_id: int, boot: str, progress: float, now: float) -> bool:
-        cur = self._execute("UPDATE jobs SET progress = ?, heartbeat = ?, updated_at = ? "
+    def claim(self, job_id: int, boot: str, worker: int, device: str, now: float) -> bool:
+        """queued -> running, with a lease for this boot and worker."""
+        job = self.get(job_id)
+        if job is None or job.cancel_requested:
+            return False
+        return self._transition(Transition.CLAIM, job_id, {
+            "attempts": job.attempts + 1, "lease_boot": boot, "lease_worker": worker,
+            "device": device, "started_at": now, "progress": 0}, now,
+            attempts=job.attempts, not_canceling=True)
+
+    def finish(self, job_id: int, boot: str, output_dir: Optional[str], now: float,
+               cached: bool = False, note: Optional[str] = None) -> bool:
+        """running -> done, by the lease holder."""
+        return self._transition(Transition.FINISH, job_id, {
+            "progress": 100, "output_dir": output_dir, "error": note, "cached": int(cached),
+            "finished_at": now, "lease_boot": None, "lease_worker": None}, now, lease=boot)
+
+    def fail_attempt(self, job_id: int, boot: Optional[str], reason: str, kind: str,
+                     permanent: bool, now: float, max_attempts: int, backoff: float,
+                     count_attempt: bool = False) -> Optional[State]:
+        """A running job's attempt failed: queued again after a backoff, or failed for good
+        (permanent, or out of attempts). None when the job is not this lease's, or has a
+        cancel pending (the caller cancels it instead). Returns the new state."""
+        job = self.get(job_id)
+        if job is None or job.state != State.RUNNING:
+            return None
+        attempts = job.attempts + (1 if count_attempt else 0)
+        final = permanent or attempts >= max_attempts
+        delay = backoff * (2 ** max(0, attempts - 1))
+        values = {"attempts": attempts, "error": reason, "not_before": now + delay,
+                  "finished_at": now if final else None, "lease_boot": None,
+                  "lease_worker": None, "progress": 0}
+        name = Transition.FAIL if final else Transition.RETRY_LATER
+        won = self._transition(name, job_id, values, now, lease=boot, attempts=job.attempts,
+                               not_canceling=True,
+                               history=history_entry(kind, reason, now, attempts, job.device))
+        return TRANSITIONS[name][1] if won else None
+
+    def fail(self, job_id: int, reason: str, kind: str, now: float) -> bool:
+        """queued -> failed at once (the input is gone, or can never fit)."""
+        job = self.get(job_id)
+        if job is None:
+            return False
+        return self._transition(Transition.FAIL, job_id, {
+            "error": reason, "finished_at": now, "lease_boot": None, "lease_worker": None,
+            "progress": 0}, now, lease=job.lease_boot,
+            history=history_entry(kind, reason, now, job.attempts, job.device))
+
+    def requeue(self, job_id: int, boot: str, now: float, note: str, delay: float = 0.0) -> bool:
+        """running -> queued without counting the attempt (shutdown, memory pressure, an
+        unusable cache entry). False with a cancel pending: the caller cancels it instead."""
+        job = self.get(job_id)
+        if job is None:
+            return False
+        return self._transition(Transition.REQUEUE, job_id, {
+            "attempts": max(job.attempts - 1, 0), "progress": 0, "lease_boot": None,
+            "lease_worker": None, "not_before": now + delay}, now, lease=boot,
+            attempts=job.attempts, not_canceling=True,
+            history=history_entry("requeued", note, now, job.attempts, job.device))
+
+    def request_cancel(self, job_id: int, now: float) -> bool:
+        """Mark a running job for its supervisor to stop and cancel."""
+        cur = self._execute("UPDATE jobs SET cancel_requested = 1, updated_at = ? "
+                            "WHERE id = ? AND state = 'running'", (now, job_id))
+        return cur.rowcount == 1
+
+    def cancel(self, job_id: int, now: float, reason: str = "canceled by request",
+               boot: Any = _ANY) -> bool:
+        """queued | running -> canceled (a running one by its lease holder, ``boot``)."""
+        return self._transition(Transition.CANCEL, job_id, {
+            "error": reason, "finished_at": now, "lease_boot": None, "lease_worker": None,
+            "cancel_requested": 0, "progress": 0}, now, lease=boot,
+            history=history_entry("canceled", reason, now, self._attempts(job_id)))
+
+    def supersede(self, job_id: int, now: float, reason: str, boot: Any = _ANY) -> bool:
+        """queued | running -> canceled: the input changed; its new content is a new job."""
+        return self._transition(Transition.SUPERSEDE, job_id, {
+            "error": reason, "finished_at": now, "lease_boot": None, "lease_worker": None,
+            "progress": 0}, now, lease=boot,
+            history=history_entry("superseded", reason, now, self._attempts(job_id)))
+
+    def retry(self, job_id: int, now: float, options: Optional[JobOptions] = None,
+              key: Optional[str] = None, identity: Optional[InputIdentity] = None,
+              note: str = "retried by request", options_from: str = "kept") -> bool:
+        """failed | canceled -> queued, attempts counted afresh; with new options, key and
+        input identity when given (``options_from``: "profile" or "kept", for the record).
+        False when not retryable, or when the same input with the same key is already
+        queued or running."""
+        job = self.get(job_id)
+        if job is None:
+            return False
+        values: dict[str, Any] = {"attempts": 0, "error": None, "not_before": 0,
+                                  "finished_at": None, "cancel_requested": 0, "progress": 0,
+                                  "output_dir": None, "cached": 0, "lease_boot": None,
+                                  "lease_worker": None}
+        if options is not None:
+            values["options"] = options.to_json()
+        if key is not None:
+            values["key"] = key
+        if identity is not None:
+            values.update(_identity_columns(identity))
+        entry = {**history_entry("retry", note, now, job.attempts), "options": options_from}
+        try:
+            return self._transition(Transition.RETRY, job_id, values, now, history=entry)
+        except StoreError as exc:
+            if isinstance(exc.__cause__, sqlite3.IntegrityError):
+                return False
+            raise
+
+    def _attempts(self, job_id: int) -> int:
+        row = self._execute("SELECT attempts FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return int(row[0]) if row else 0
+
+    # -- writing job details (not states) ------------------------------------------------------
+    def set_progress(self, job_id: int, boot: str, progress: float, now: float) -> bool:
+        cur = self._execute("UPDATE jobs SET progress = ?, updated_at = ? "
                             "WHERE id = ? AND state = 'running' AND lease_boot = ?",
-                            (progress, now, now, job_id, boot))
+                            (progress, now, job_id, boot))
         return cur.rowcount == 1
 
     def set_output(self, job_id: int, boot: str, output_dir: str, now: float) -> bool:
@@ -372,88 +635,8 @@ class Store:
                             "state = 'running' AND lease_boot = ?", (output_dir, now, job_id, boot))
         return cur.rowcount == 1
 
-    def finish(self, job_id: int, boot: str, output_dir: Optional[str], now: float,
-               cached: bool = False, note: Optional[str] = None) -> bool:
-        """running -> done."""
-        cur = self._execute(
-            "UPDATE jobs SET state = 'done', progress = 100, output_dir = ?, error = ?, "
-            "cached = ?, finished_at = ?, updated_at = ?, lease_boot = NULL, lease_worker = NULL "
-            "WHERE id = ? AND state = 'running' AND lease_boot = ?",
-            (output_dir, note, int(cached), now, now, job_id, boot))
-        return cur.rowcount == 1
-
-    def fail_attempt(self, job_id: int, boot: Optional[str], reason: str, kind: str,
-                     permanent: bool, now: float, max_attempts: int, backoff: float,
-                     expected_state: State = State.RUNNING, count_attempt: bool = False) -> Optional[State]:
-        """Record a failed attempt; requeue with backoff, or fail for good. Returns the new state."""
-        job = self.get(job_id)
-        if job is None or job.state != expected_state:
-            return None
-        attempts = job.attempts + (1 if count_attempt else 0)
-        history = [*job.history, {"attempt": attempts, "kind": kind, "reason": reason,
-                                  "at": _iso(now), "device": job.device}]
-        final = permanent or attempts >= max_attempts
-        new_state = State.FAILED if final else State.QUEUED
-        delay = backoff * (2 ** max(0, attempts - 1))
-        lease_clause = "AND lease_boot IS ?" if expected_state == State.RUNNING else ""
-        params: list[Any] = [new_state.value, attempts, json.dumps(history), reason, now + delay,
-                             now if final else None, now, job_id, expected_state.value]
-        if lease_clause:
-            params.append(boot)
-        cur = self._execute(
-            "UPDATE jobs SET state = ?, attempts = ?, history = ?, error = ?, not_before = ?, "
-            "finished_at = ?, updated_at = ?, lease_boot = NULL, lease_worker = NULL, progress = 0 "
-            f"WHERE id = ? AND state = ? {lease_clause}", params)
-        return new_state if cur.rowcount == 1 else None
-
-    def requeue(self, job_id: int, boot: str, now: float, note: str, delay: float = 0.0) -> bool:
-        """running -> queued without counting the attempt (shutdown, memory pressure)."""
-        job = self.get(job_id)
-        if job is None:
-            return False
-        history = [*job.history, {"attempt": job.attempts, "kind": "requeued", "reason": note,
-                                  "at": _iso(now), "device": job.device}]
-        cur = self._execute(
-            "UPDATE jobs SET state = 'queued', attempts = MAX(attempts - 1, 0), history = ?, "
-            "progress = 0, lease_boot = NULL, lease_worker = NULL, updated_at = ?, not_before = ? "
-            "WHERE id = ? AND state = 'running' AND lease_boot = ?",
-            (json.dumps(history), now, now + delay, job_id, boot))
-        return cur.rowcount == 1
-
-    def cancel(self, job_id: int, now: float) -> Optional[State]:
-        """Cancel a queued job at once; mark a running one for its supervisor to stop."""
-        cur = self._execute("UPDATE jobs SET state = 'canceled', finished_at = ?, updated_at = ?, "
-                            "error = 'canceled by request' WHERE id = ? AND state = 'queued'",
-                            (now, now, job_id))
-        if cur.rowcount == 1:
-            return State.CANCELED
-        cur = self._execute("UPDATE jobs SET cancel_requested = 1, updated_at = ? "
-                            "WHERE id = ? AND state = 'running'", (now, job_id))
-        return State.RUNNING if cur.rowcount == 1 else None
-
-    def mark_canceled(self, job_id: int, boot: str, now: float) -> bool:
-        cur = self._execute("UPDATE jobs SET state = 'canceled', finished_at = ?, updated_at = ?, "
-                            "error = 'canceled by request', lease_boot = NULL WHERE id = ? AND "
-                            "state = 'running' AND lease_boot = ?", (now, now, job_id, boot))
-        return cur.rowcount == 1
-
-    def retry(self, job_id: int, now: float) -> bool:
-        """failed | canceled -> queued, attempts counted afresh."""
-        job = self.get(job_id)
-        if job is None:
-            return False
-        history = [*job.history, {"attempt": job.attempts, "kind": "retry",
-                                  "reason": "retried by request", "at": _iso(now)}]
-        cur = self._execute(
-            "UPDATE jobs SET state = 'queued', attempts = 0, error = NULL, not_before = 0, "
-            "finished_at = NULL, cancel_requested = 0, progress = 0, history = ?, "
-            "output_dir = NULL, updated_at = ? WHERE id = ? AND state IN ('failed', 'canceled')",
-            (json.dumps(history), now, job_id))
-        return cur.rowcount == 1
-
-    def set_options(self, job_id: int, options: dict[str, Any]) -> None:
-        self._execute("UPDATE jobs SET options = ? WHERE id = ?",
-                      (json.dumps(options, sort_keys=True), job_id))
+    def set_options(self, job_id: int, options: JobOptions) -> None:
+        self._execute("UPDATE jobs SET options = ? WHERE id = ?", (options.to_json(), job_id))
 
     def adopt(self, job_id: int, old_boot: Optional[str], boot: str) -> bool:
         """Take over the lease of a running job left by a previous boot."""
@@ -477,45 +660,23 @@ class Store:
                             "started_at >= ?", (since,)).fetchone()
         return int(row[0])
 
-    def update_input(self, job_id: int, path: str) -> None:
-        self._execute("UPDATE jobs SET input = ? WHERE id = ?", (path, job_id))
-
-    def stale_running(self, boot: str) -> list[Job]:
-        """Running jobs whose lease belongs to another (dead) boot."""
-        rows = self._execute("SELECT * FROM jobs WHERE state = 'running' AND "
-                             "(lease_boot IS NULL OR lease_boot != ?)", (boot,))
-        return [Job.from_row(dict(row)) for row in rows]
-
-    def failures(self, limit: int = 5) -> list[Job]:
-        """Failed jobs not dismissed since they last failed (``stemd status``)."""
-        rows = self._execute("SELECT * FROM jobs WHERE state = 'failed' AND (dismissed_at IS NULL "
-                             "OR dismissed_at < finished_at) ORDER BY id DESC LIMIT ?", (limit,))
-        return [Job.from_row(dict(row)) for row in rows]
-
-    def dismiss(self, job_id: Optional[int], now: float) -> int:
-        """Clear one failed job (or, with None, every failed job) from the status view."""
-        where = "state = 'failed'" + (" AND id = ?" if job_id is not None else "")
-        params = (now, job_id) if job_id is not None else (now,)
-        return self._execute(f"UPDATE jobs SET dismissed_at = ? WHERE {where}", params).rowcount
-
-    def running(self) -> list[Job]:
-        return self.jobs(State.RUNNING)
-
-    def count_finished_before(self, cutoff: float) -> int:
-        return int(self._execute("SELECT COUNT(*) FROM jobs WHERE state IN ('done', 'failed', "
-                                 "'canceled') AND finished_at < ?", (cutoff,)).fetchone()[0])
-
-    def delete_finished_before(self, cutoff: float) -> int:
-        cur = self._execute("DELETE FROM jobs WHERE state IN ('done', 'failed', 'canceled') "
-                            "AND finished_at < ?", (cutoff,))
-        return cur.rowcount
+    def update_input(self, job_id: int, path: str, identity: Optional[InputIdentity] = None) -> None:
+        """Where the input is now (moved by stemd), and its identity there."""
+        values: dict[str, Any] = {"input": path}
+        if identity is not None:
+            values.update(_identity_columns(identity))
+        sets = ", ".join(f"{column} = ?" for column in values)
+        self._execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values.values(), job_id))
 
     # -- requests from the CLI --------------------------------------------------------
     def add_request(self, kind: str, job_id: Optional[int] = None,
                     payload: Optional[dict[str, Any]] = None) -> int:
         row = {"kind": kind, "job_id": job_id, "payload": json.dumps(payload or {}),
                "created_at": time.time()}
-        return int(self.db["requests"].insert(row).last_pk)
+        try:
+            return int(self.db["requests"].insert(row).last_pk)
+        except sqlite3.Error as exc:
+            raise _store_error(self.path, exc) from exc
 
     def take_requests(self, limit: int = 500) -> list[Request]:
         rows = list(self._execute("SELECT * FROM requests ORDER BY id LIMIT ?", (limit,)))
@@ -528,10 +689,13 @@ class Store:
     def record_measurement(self, model: str, device: str, audio_seconds: float,
                            wall_seconds: float, peak_rss: Optional[int],
                            peak_vram: Optional[int] = None) -> None:
-        self.db["measurements"].insert({
-            "model": model, "device": device, "audio_seconds": audio_seconds,
-            "wall_seconds": wall_seconds, "peak_rss": peak_rss, "peak_vram": peak_vram,
-            "created_at": time.time()})
+        try:
+            self.db["measurements"].insert({
+                "model": model, "device": device, "audio_seconds": audio_seconds,
+                "wall_seconds": wall_seconds, "peak_rss": peak_rss, "peak_vram": peak_vram,
+                "created_at": time.time()})
+        except sqlite3.Error as exc:
+            raise _store_error(self.path, exc) from exc
 
     def measurements(self, model: str, device: str, limit: int = 20) -> list[dict[str, Any]]:
         rows = self._execute("SELECT * FROM measurements WHERE model = ? AND device = ? "
@@ -555,11 +719,14 @@ class Store:
     def backup(self, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_suffix(".tmp")
-        target = sqlite3.connect(str(tmp))
         try:
-            self.db.conn.backup(target)
-        finally:
-            target.close()
+            target = sqlite3.connect(str(tmp))
+            try:
+                self.db.conn.backup(target)
+            finally:
+                target.close()
+        except sqlite3.Error as exc:
+            raise _store_error(self.path, exc) from exc
         tmp.replace(dest)
 
     def sqlite_version(self) -> str:
@@ -567,15 +734,39 @@ class Store:
 
 
 class _Tx:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self.conn = conn
+        self.path = path
 
     def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _store_error(self.path, exc) from exc
         return self.conn
 
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+    def __exit__(self, exc_type: Any, exc: Any, _tb: Any) -> None:
+        try:
+            self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        except sqlite3.Error as error:
+            raise _store_error(self.path, error) from error
+        if isinstance(exc, sqlite3.Error):
+            raise _store_error(self.path, exc) from exc
+
+
+def _store_error(path: Path, exc: sqlite3.Error) -> StoreError:
+    hint = "Check free space and permissions of daemon.state_dir."
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        hint = "Another program holds the job database; try again."
+    return StoreError(f"The job database {path} failed: {exc}.", hint)
+
+
+def _identity_columns(identity: InputIdentity) -> dict[str, Any]:
+    columns: dict[str, Any] = {"size": identity.size, "input_mtime_ns": identity.mtime_ns,
+                               "input_inode": identity.inode}
+    if identity.sha256 is not None:
+        columns["sha256"] = identity.sha256
+    return columns
 
 
 def _split_sql(script: str) -> Iterator[str]:

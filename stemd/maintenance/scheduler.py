@@ -37,8 +37,6 @@ class MaintenanceScheduler:
         self._jobs = list(jobs)
         self._lock = threading.Lock()
         self._last: dict[str, datetime] = {}
-        self._active: set[str] = set()
-        self._again: set[str] = set()
         self._scheduler = BackgroundScheduler(
             timezone=timezone.utc,
             executors={"default": {"type": "threadpool", "max_workers": _WORKERS}},
@@ -72,14 +70,6 @@ class MaintenanceScheduler:
     def resume(self) -> None:
         self._scheduler.resume()
 
-    def run_now(self, name: str) -> None:
-        """Run a job now (e.g. a cleanup when the disk runs low); if it is running, once more after."""
-        with self._lock:
-            if name in self._active:
-                self._again.add(name)
-                return
-        self._scheduler.modify_job(name, next_run_time=datetime.now(timezone.utc))
-
     def next_runs(self) -> dict[str, datetime]:
         """Each job's next run time (UTC); a paused scheduler still lists them."""
         return {job.id: job.next_run_time for job in self._scheduler.get_jobs()
@@ -91,17 +81,7 @@ class MaintenanceScheduler:
             return dict(self._last)
 
     def _wrap(self, name: str, fn: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
-            with self._lock:
-                self._active.add(name)
-            while True:
-                self._run_once(name, fn)
-                with self._lock:
-                    if name not in self._again:
-                        self._active.discard(name)
-                        return
-                    self._again.discard(name)
-        return run
+        return lambda: self._run_once(name, fn)
 
     def _run_once(self, name: str, fn: Callable[[], None]) -> None:
         started = time.monotonic()

@@ -14,9 +14,12 @@ import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
 from stemd.units import format_size
+
+if TYPE_CHECKING:
+    from stemd.jobs.options import JobOptions
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +37,15 @@ class SpaceCheck:
     reason: str
 
 
-def expected_stems(options: dict, model_stems: Optional[int]) -> int:
+def expected_stems(options: "JobOptions", model_stems: Optional[int]) -> int:
     """How many stem files a job writes: two (one with ``other_method = "none"``) for a
     two-stem job, else the model's stem count, once a job of the model has reported it
     (before that 6 for a ``*_6s`` model, 4 otherwise)."""
-    if options.get("two_stems"):
-        return 1 if options.get("other_method") == "none" else 2
+    if options.two_stems:
+        return 1 if options.other_method == "none" else 2
     if model_stems:
         return model_stems
-    return 6 if str(options.get("model", "")).endswith("_6s") else 4
+    return 6 if options.model.endswith("_6s") else 4
 
 
 def expected_output_bytes(duration_s: float, stems: int, fmt: str, wav_depth: str = "int16",

@@ -76,9 +76,6 @@ class InboxWatch:
         self._detach()
         self.state = "stopped"
 
-    def forget(self, path: Path) -> None:
-        self.tracker.gone(path)
-
     def healthy(self) -> bool:
         """Watched by a live observer, or missing and checked for its return."""
         if self.state == "missing":

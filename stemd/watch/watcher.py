@@ -1,7 +1,7 @@
 """The watcher: every inbox under watch, stepped by one ``loop(now)`` call.
 
 The daemon's watcher thread calls :meth:`Watcher.loop` about twice a second;
-other threads may call :meth:`healthy`, :meth:`status` and :meth:`forget`.
+other threads may call :meth:`healthy` and :meth:`status`.
 """
 from __future__ import annotations
 
@@ -68,12 +68,6 @@ class Watcher:
     def status(self) -> list[dict[str, object]]:
         with self._lock:
             return [inbox.status() for inbox in self._inboxes]
-
-    def forget(self, path: Path | str) -> None:
-        """The daemon took ``path``: a later file of that name is new again."""
-        with self._lock:
-            for inbox in self._inboxes:
-                inbox.forget(Path(path))
 
     def stop(self) -> None:
         with self._lock:

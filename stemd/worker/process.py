@@ -30,7 +30,8 @@ from stemd.engine.types import ModelSource
 from stemd.links.download import LinkLimits
 from stemd.worker.lookahead import Lookahead
 from stemd.worker.protocol import (Ahead, Channel, Done, Failed, LogLine, Preload, Progress, Ready, Stop, Task, TaskMsg, ToWorker, Unloaded)
-from stemd.errors import EngineError, OutOfMemory, StemdError
+from stemd.errors import EngineError, InputChanged, InputError, OutOfMemory, StemdError
+from stemd.jobs.identity import InputIdentity
 from stemd.output.naming import render_stem_path
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class WorkerSpec:
     idle_unload: float       # seconds without a job before the model is freed
     parent_pid: int
     log_level: str = "info"
+
 
 
 
@@ -138,15 +140,19 @@ class Worker:
         reporter = _ProgressReporter(self.conn, task.job_id, self.check_messages)
         if task.url is not None:
             return self._separate_link(task, model, stage, work, reporter)
+        opened = verify_input(task)
         prepared = self.lookahead.take(task.job_id, task.input, task.options.model)
-        return engine.separate(model, Path(task.input), task.options, stage,
-                               _filename(task, task.track), reporter, work, prepared)
+        result = engine.separate(model, Path(task.input), task.options, stage,
+                                 _filename(task, task.track), reporter, work, prepared)
+        if opened is not None and not _same_file(opened, task.input):
+            raise InputChanged("The input was replaced while it was being separated.",
+                               "stemd separates the new content as a new job.")
+        return result
 
     def _separate_link(self, task: Task, model: Any, stage: Path, work: Path,
                        reporter: "_ProgressReporter") -> Any:
         """A link job: download (the first DOWNLOAD_SHARE of its progress), then separate the
         downloaded file, in the attempt's work folder; the title names the track."""
-        import dataclasses
         from stemd import engine
         from stemd.links.download import download
         assert task.url is not None and task.links is not None
@@ -225,6 +231,34 @@ def _filename(task: Task, track: str) -> Callable[[str], str]:
                                 ext=task.options.format.ext, model=task.options.model,
                                 profile=task.profile, folder=task.folder)
     return filename
+
+
+def verify_input(task: Task) -> Optional[InputIdentity]:
+    """Before decoding: the file is the content its job recorded (its hash), or the job is
+    superseded (``InputChanged``); the stems are never labelled or cached under another
+    content's hash. Returns the file's identity as opened (None: nothing was recorded)."""
+    expected = task.identity
+    if expected is None or expected.sha256 is None:
+        return None
+    try:
+        opened = InputIdentity.read(task.input)
+    except FileNotFoundError:
+        raise InputError("The input file is gone: it was moved or deleted before it was "
+                         "separated.", "Drop the file into the inbox again.") from None
+    except OSError as exc:
+        raise InputError(f"The input file cannot be read: {exc.strerror}.",
+                         "Check the file's permissions and that the disk is healthy.") from None
+    if opened.sha256 != expected.sha256:
+        raise InputChanged("The input was replaced after its job was queued (its content "
+                           "is not the one recorded).", "stemd separates the new content as a new job.")
+    return opened
+
+
+def _same_file(opened: InputIdentity, path: str) -> bool:
+    try:
+        return InputIdentity.stat(path).same_file(opened)
+    except OSError:
+        return False
 
 
 class _ProgressReporter:

@@ -17,6 +17,7 @@ from typing import Optional, Union
 
 from stemd.engine.types import SeparationOptions, SeparationResult
 from stemd.errors import StemdError
+from stemd.jobs.identity import InputIdentity
 from stemd.links.download import LinkLimits
 
 
@@ -34,6 +35,7 @@ class Task:
     track: str
     profile: str
     folder: str = ""         # the input's folder relative to its inbox (template field {folder})
+    identity: Optional[InputIdentity] = None   # the content the job recorded (checked on open)
     url: Optional[str] = None            # a link job: download this first (its first phase)
     links: Optional[LinkLimits] = None
 

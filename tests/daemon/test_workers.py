@@ -169,7 +169,7 @@ def test_out_of_memory_on_a_gpu_slot_retries_with_batch_one_then_on_a_cpu_slot(t
             dispatcher.loop(timeout=0.2)
         job = store.get(job_id)
         assert [h["kind"] for h in job.history] == ["oom", "oom", "oom"]
-        assert job.options["batch_size"] == 1 and job.options["force_device"] == "cpu"
+        assert job.options.batch_size == 1 and job.options.force_device == "cpu"
         assert cpu_slot.process is not None          # the last attempt ran on the CPU slot
     finally:
         dispatcher.stop_all("test over")

@@ -1,6 +1,7 @@
 """The cleanup pass on real files and a real job store, with a chosen ``now``."""
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
@@ -22,9 +23,15 @@ def _cfg(**changes: object) -> MaintenanceConfig:
     return MaintenanceConfig.model_validate(changes)
 
 
+_songs = itertools.count(1)
+
+
 def _add_job(store: Store, state: State = State.QUEUED, now: float = NOW) -> int:
-    return store.add_job(NewJob(key=f"k{now}{state}", input="/in/song.flac", profile="default",
-                                options={}, state=state), now=now)
+    """A job of its own input (one active job per input and key)."""
+    job_id = store.add_job(NewJob(key=f"k{now}{state}", input=f"/in/song{next(_songs)}.flac",
+                                  profile="default", options={}, state=state), now=now)
+    assert job_id is not None
+    return job_id
 
 
 def _removed(report: CleanupReport) -> set[Path]:

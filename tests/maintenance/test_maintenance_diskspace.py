@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from stemd.jobs.options import JobOptions
 from stemd.output.diskspace import (SpaceCheck, SpaceGate, check_space, existing_parent, expected_output_bytes, expected_stems, usage)
 
 GIB = 1024**3
@@ -20,11 +21,11 @@ def _free(folder: Path) -> int:
 
 
 def test_expected_stems_follow_the_options_and_the_model() -> None:
-    assert expected_stems({"model": "htdemucs"}, None) == 4
-    assert expected_stems({"model": "htdemucs_6s"}, None) == 6
-    assert expected_stems({"model": "mine"}, 6) == 6          # learned from a finished job
-    assert expected_stems({"model": "htdemucs_6s", "two_stems": "vocals"}, 6) == 2
-    assert expected_stems({"two_stems": "vocals", "other_method": "none"}, 4) == 1
+    assert expected_stems(JobOptions(model="htdemucs"), None) == 4
+    assert expected_stems(JobOptions(model="htdemucs_6s"), None) == 6
+    assert expected_stems(JobOptions(model="mine"), 6) == 6          # learned from a finished job
+    assert expected_stems(JobOptions(model="htdemucs_6s", two_stems="vocals"), 6) == 2
+    assert expected_stems(JobOptions(two_stems="vocals", other_method="none"), 4) == 1
 
 
 def test_expected_output_bytes_per_format() -> None:

@@ -133,28 +133,6 @@ def test_a_failing_job_is_logged_and_runs_again(make_scheduler: MakeScheduler,
     assert failures and "broken" in failures[0].getMessage() and failures[0].exc_info
 
 
-def test_run_now_brings_a_job_forward(make_scheduler: MakeScheduler) -> None:
-    job = Recorder()
-    scheduler = make_scheduler([("cleanup", HOUR, job)])
-    scheduler.start()
-    assert _wait_for(lambda: "cleanup" in scheduler.last_runs())
-    scheduler.run_now("cleanup")
-    assert _wait_for(lambda: len(job.times) == 2)
-
-
-def test_run_now_while_running_runs_once_more_after(make_scheduler: MakeScheduler) -> None:
-    slow = Recorder(seconds=0.3)
-    scheduler = make_scheduler([("cleanup", HOUR, slow)])
-    scheduler.start()
-    assert _wait_for(lambda: slow.active == 1)
-    scheduler.run_now("cleanup")
-    scheduler.run_now("cleanup")                # asked twice while running: one more run
-    assert _wait_for(lambda: len(slow.times) == 2)
-    time.sleep(0.5)
-    assert len(slow.times) == 2 and slow.most_active == 1
-    assert slow.times[1] - slow.times[0] >= 0.3
-
-
 def test_bad_job_lists_are_refused() -> None:
     with pytest.raises(ValueError):
         MaintenanceScheduler([("a", 0, lambda: None)])

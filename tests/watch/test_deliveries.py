@@ -179,15 +179,6 @@ def test_a_file_taken_removed_and_dropped_again_is_new(start, inbox: Path) -> No
     run.until_taken(2)
 
 
-def test_forget_makes_a_file_still_present_new_for_the_next_scan(start, inbox: Path) -> None:
-    run = start(rescan_interval=0.4)
-    (inbox / "kept.wav").write_bytes(audio_bytes())
-    [candidate] = run.until_taken(1)
-    assert run.run(0.9) == []                # rescans do not offer it again
-    run.watcher.forget(candidate.path)
-    run.until_taken(2)
-
-
 ODD_BUT_VALID = [
     "with some spaces.wav",
     "Ünïcødé – 東京 🎵.flac",
