@@ -72,3 +72,9 @@ class StoreError(StemdError):
 
     permanent = True
     kind = "store"
+
+
+class ClusterError(StemdError):
+    """The Ray cluster cannot be reached, or a node cannot serve (version mismatch)."""
+
+    kind = "cluster"

@@ -71,6 +71,8 @@ def render_status(data: dict[str, Any]) -> str:
     dispatcher = daemon.get("dispatcher", {})
     if dispatcher.get("paused"):
         lines.append(f"PAUSED: {dispatcher['paused']}")
+    for node in dispatcher.get("nodes", []):
+        lines.append(_node_line(node))
     for slot in dispatcher.get("slots", []):
         lines.append(_slot_line(slot))
     waiting = dispatcher.get("waiting", {})
@@ -92,6 +94,12 @@ def _headline(data: dict[str, Any]) -> str:
     up = format_duration(time.time() - daemon.get("started", time.time()))
     health = "healthy" if daemon.get("healthy") else "UNHEALTHY (see the log)"
     return f"stemd {daemon.get('version')} running (pid {daemon.get('pid')}, up {up}, {health}). Jobs: {counts}"
+
+
+def _node_line(node: dict[str, Any]) -> str:
+    slots = ", ".join(node.get("slots", [])) or "no slots"
+    return (f"  node {node['host']} ({node['id'][:12]}, {node['address']}): {node['state']}; "
+            f"{node.get('gpus', 0)} GPU(s), {node.get('cpus', 0)} CPU(s); {slots}")
 
 
 def _slot_line(slot: dict[str, Any]) -> str:

@@ -88,6 +88,7 @@ class Daemon:
         from stemd.engine import probe
         self.intake = Intake(self.store, intake_settings(config), dict(config.profiles), probe)
         self.scheduler: Any = None
+        self.cluster: Any = None                 # cluster mode: worker actors on Ray nodes
         from stemd.service.sdnotify import Notifier, WatchdogPinger
         # unset NOTIFY_SOCKET for children: only the supervisor talks to systemd
         self.notifier = Notifier(unset_environment=True)
@@ -122,6 +123,7 @@ class Daemon:
         library = allocator.preload(self.config.workers.allocator)   # before any thread starts
         log.info("worker processes use %s", library or "the system malloc")
         self.recover()
+        self._join_cluster()
         self.intake.start()
         self.watcher.start()
         self._spawn("stemd-watcher", self._watch_loop)
@@ -130,6 +132,15 @@ class Daemon:
         self._start_notifier()
         log.info("stemd %s running: %d inbox(es), outbox %s, slots: %s", __version__,
                  len(self.config.inbox), self.config.outbox.path, self._slot_summary())
+
+    def _join_cluster(self) -> None:
+        if self.config.cluster.engine != "ray":
+            return
+        from stemd.cluster.pool import ClusterPool
+        from stemd.cluster.settings import ClusterSettings
+        self.cluster = ClusterPool(ClusterSettings.from_config(self.config))
+        self.cluster.connect()
+        self.dispatcher.attach_cluster(self.cluster)
 
     def _plan(self, config: Config) -> SlotPlan:
         """Slots for ``config``; GPUs are counted once (a subprocess importing torch)."""
@@ -348,6 +359,8 @@ class Daemon:
         for thread in self._threads:
             thread.join(10)
         self.dispatcher.stop_all("stemd was stopping; the job will run again")
+        if self.cluster is not None:
+            self.cluster.shutdown()
         self.intake.stop()
         if self.scheduler is not None:
             self.scheduler.shutdown()
@@ -368,6 +381,8 @@ class Daemon:
             if self.notifier is not None:
                 self.notifier.ready(self.status_line())
             return
+        if new.cluster != self.config.cluster:
+            log.warning("[cluster] changed: it takes effect when stemd restarts")
         if new.workers.allocator != self.config.workers.allocator:
             log.warning("workers.allocator changed: it takes effect when stemd restarts")
         self.config = new

@@ -71,7 +71,20 @@ class Dispatcher:
         self._estimates: dict[int, int] = {}
         self._retiring: list[Slot] = []
         self._hold: tuple[float, int] = (0.0, 0)   # (until, free slots) while a job waits
+        self.cluster: Any = None                    # a ClusterPool: remote slots on Ray nodes
         self._resize(gpus, cpu_slots, threads)
+
+    def attach_cluster(self, pool: Any) -> None:
+        """Cluster mode: ``pool.loop(now)`` gives the slots of nodes that join and leave."""
+        self.cluster = pool
+
+    def _scan_cluster(self, now: float) -> None:
+        added, gone = self.cluster.loop(now)
+        self.slots += added
+        for slot in gone:
+            self.slots.remove(slot)
+            if slot.running:
+                self._retiring.append(slot)   # its job fails as "node lost" on this step
 
     # -- slots -----------------------------------------------------------------------
     def _spec(self, index: int, device: str, threads: int) -> WorkerSpec:
@@ -83,6 +96,7 @@ class Dispatcher:
         wanted = [("gpu", device, 0) for device in gpus]
         wanted += [("cpu", "cpu", threads)] * cpu_slots
         kept: list[Slot] = []
+        remote = [s for s in self.slots if getattr(s, "node", None) is not None]
         for index, (kind, device, count) in enumerate(wanted):
             spec = self._spec(index, device, count)
             old = next((s for s in self.slots if s.kind == kind and s.device == device
@@ -94,10 +108,10 @@ class Dispatcher:
                     old.retired = True
                 kept.append(Slot(index, kind, device, spec))
         for slot in self.slots:
-            if slot not in kept:
+            if slot not in kept and slot not in remote:
                 slot.retired = True
         self._retiring = [s for s in self.slots if s.retired and s not in kept]
-        self.slots = kept
+        self.slots = kept + remote
 
     def reconfigure(self, settings: DispatchSettings, gpus: list[str], cpu_slots: int,
                     threads: int) -> None:
@@ -110,6 +124,8 @@ class Dispatcher:
     def loop(self, now: Optional[float] = None, timeout: float = 0.0) -> None:
         self._read_messages(timeout)
         now = time.time() if now is None else now
+        if self.cluster is not None:
+            self._scan_cluster(now)
         for slot in self._all_slots():
             self._watch(slot, now)
         self._retire_idle()
@@ -155,8 +171,10 @@ class Dispatcher:
             return
         run.peak_rss = max(run.peak_rss, slot.rss())
         if not slot.alive():
+            death = getattr(slot, "death", None)       # a remote slot says why (node lost)
+            kind, message = death() if death else ("crash", "")
             code = slot.kill()
-            self._attempt_failed(slot, "crash", f"The worker process died ({describe_exit(code)}).",
+            self._attempt_failed(slot, kind, message or f"The worker process died ({describe_exit(code)}).",
                                  "If this repeats, the input or the model may be at fault; "
                                  "see the log.", permanent=False)
         elif run.cancel:
@@ -208,7 +226,7 @@ class Dispatcher:
         """Below the memory floor, stop the youngest job and requeue it. Returns its id."""
         if psutil.virtual_memory().available >= floor:
             return None
-        busy = [s for s in self._all_slots() if s.running]
+        busy = [s for s in self._all_slots() if s.running and getattr(s, "node", None) is None]
         if not busy:
             return None
         slot = max(busy, key=lambda s: s.running.started)  # type: ignore[union-attr]
@@ -235,6 +253,8 @@ class Dispatcher:
         rel_dir = rel_track_dir(template, job)
         staged_track = stage_dir(self.settings.publish, job.id, run.attempt) / rel_dir
         manifest = build_manifest(job, result, wall, template)
+        if getattr(slot, "node", None) is not None:
+            manifest["node"] = slot.node.label()      # type: ignore[attr-defined]
         try:
             published = finish_job(self.store, self.settings.publish, job, self.boot,
                                    staged_track, rel_dir, manifest, cached=False)
@@ -418,9 +438,12 @@ class Dispatcher:
         workers = self.settings.workers
         measured = self.store.measurements(job.options.get("model", ""), slot.kind)
         estimate = admission.estimate_peak(measured, job.duration or 0.0, workers.memory_estimate)
-        committed = sum(s.running.estimate for s in self._all_slots() if s.running)
+        node = getattr(slot, "node", None)            # remote slots: that node's memory
+        committed = sum(s.running.estimate for s in self._all_slots()
+                        if s.running and getattr(s, "node", None) == node)
         budget = Budget(workers.memory_reserve, workers.memory_budget, workers.memory_floor)
-        verdict = admission.admit(estimate, committed, budget)
+        available, total = slot.memory() if node is not None else (None, None)  # type: ignore[attr-defined]
+        verdict = admission.admit(estimate, committed, budget, available, total)
         if verdict.ok and slot.kind == "gpu":
             verdict = admission.admit_vram(estimate, slot.free_vram)
         if verdict.never:
@@ -489,13 +512,16 @@ class Dispatcher:
         slots = []
         for slot in self.slots:
             run = slot.running
-            slots.append({"name": slot.name, "device": slot.device, "pid": slot.process.pid
-                          if slot.process else None, "alive": slot.alive(),
+            pid = slot.process.pid if slot.process else getattr(slot, "pid", None)
+            slots.append({"name": slot.name, "device": slot.device, "pid": pid,
+                          "node": getattr(slot, "node", None) and slot.node.label(),  # type: ignore[attr-defined]
+                          "alive": slot.alive(),
                           "job": run.job_id if run else None,
                           "progress": round(run.progress, 1) if run else None,
                           "started": run.started if run else None,
                           "rss": slot.rss(), "jobs_done": slot.jobs_done})
-        return {"slots": slots, "waiting": {str(k): v for k, v in self.waiting.items()},
+        return {"slots": slots, "nodes": self.cluster.snapshot() if self.cluster else [],
+                "waiting": {str(k): v for k, v in self.waiting.items()},
                 "paused": self.paused_reason, "claiming": self.claiming}
 
     def healthy(self) -> bool:

@@ -68,6 +68,12 @@ def main(conn: Connection, spec: WorkerSpec) -> None:
     Worker(conn, spec).serve()
 
 
+def serve(conn: Connection, spec: WorkerSpec) -> None:
+    """Serve tasks on ``conn`` inside a process stemd does not own (a cluster worker actor)."""
+    _configure_torch(spec)
+    Worker(conn, spec).serve()
+
+
 class Worker:
     def __init__(self, conn: Connection, spec: WorkerSpec) -> None:
         self.conn = conn

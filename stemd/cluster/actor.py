@@ -1,0 +1,93 @@
+"""The worker actor: runs on a Ray node and wraps the same ``Worker`` as a local process.
+
+The actor holds one end of a pipe and serves the worker on the other end in a thread,
+so the worker's model stays loaded between jobs exactly as in a local worker. In
+``object-store`` mode it writes the input it receives in chunks to a scratch folder
+and hands the stems back as chunks; in ``shared`` mode paths travel unchanged.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Optional
+
+import psutil
+
+from stemd.cluster.transfer import get_file, put_file
+from stemd.worker import process as worker
+from stemd.worker.process import Task, WorkerSpec
+
+log = logging.getLogger(__name__)
+
+
+class WorkerActor:
+    def __init__(self, spec: WorkerSpec, shared: bool, chunk_size: int) -> None:
+        logging.basicConfig(level=spec.log_level.upper(),
+                            format=f"actor[{spec.slot}] %(levelname)s %(name)s: %(message)s")
+        self.shared = shared
+        self.chunk_size = chunk_size
+        self.scratch = Path(tempfile.mkdtemp(prefix="stemd-actor-"))
+        self.conn, child = multiprocessing.Pipe()
+        self.thread = threading.Thread(target=worker.serve, args=(child, spec), daemon=True,
+                                       name="stemd-worker")
+        self.thread.start()
+
+    def describe(self) -> dict[str, Any]:
+        import ray
+        return {"node_id": ray.get_runtime_context().get_node_id(),
+                "host": socket.gethostname(), "pid": os.getpid()}
+
+    def put(self, message: tuple[Any, ...], chunks: Optional[list[Any]]) -> None:
+        """A message for the worker; a task's input arrives as ``chunks`` (object store)."""
+        if message[0] == "task" and not self.shared:
+            message = ("task", self._localize(message[1], chunks or []))
+        self.conn.send(message)
+
+    def take(self, timeout: float) -> tuple[list[tuple[Any, ...]], dict[str, int]]:
+        """The worker's messages (waiting up to ``timeout`` for one) and this node's memory."""
+        messages = []
+        if self.conn.poll(timeout):
+            while self.conn.poll():
+                messages.append(self._outbound(self.conn.recv()))
+        return messages, _memory()
+
+    def _localize(self, task: Task, chunks: list[Any]) -> Task:
+        root = self._root(task.job_id)
+        shutil.rmtree(root, ignore_errors=True)
+        local_input = root / "input" / Path(task.input).name
+        get_file(chunks, local_input)
+        return replace(task, input=str(local_input), stage_dir=str(root / "stage"),
+                       work_dir=str(root / "work"))
+
+    def _outbound(self, message: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A finished job's stems go back as chunks; its scratch folder goes."""
+        if self.shared or message[0] not in ("done", "failed"):
+            return message
+        root = self._root(message[1])
+        try:
+            if message[0] == "done":
+                _, job_id, result, wall = message
+                stage = root / "stage"
+                files = {name: (str(Path(path).relative_to(stage)),
+                                put_file(Path(path), self.chunk_size))
+                         for name, path in result.stems.items()}
+                return ("stems", job_id, result, wall, files)
+            return message
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+    def _root(self, job_id: int) -> Path:
+        return self.scratch / str(job_id)
+
+
+def _memory() -> dict[str, int]:
+    memory = psutil.virtual_memory()
+    return {"rss": int(psutil.Process().memory_info().rss), "available": int(memory.available),
+            "total": int(memory.total)}
