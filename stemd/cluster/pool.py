@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -39,6 +41,7 @@ def connect(address: str) -> str:
     except ImportError:
         raise ClusterError("[cluster] engine = \"ray\" but Ray is not installed.",
                            "Install the extra: pip install 'stemd[ray]'.") from None
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
                  ignore_reinit_error=True, logging_level=logging.WARNING)
@@ -46,6 +49,10 @@ def connect(address: str) -> str:
         raise ClusterError(f"Cannot reach the Ray cluster at {address!r}: {exc}",
                            "Start it (ray start --head on the head machine) or fix "
                            "[cluster] address.") from None
+    finally:
+        for sig, handler in handlers.items():     # Ray sets its own: stemd's stop gracefully
+            if handler is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(sig, handler)
     return str(ray.get_runtime_context().get_node_id())
 
 

@@ -1,0 +1,164 @@
+"""Cluster mode on a real multi-node Ray cluster on this machine (``ray.cluster_utils``):
+the real daemon is the head, worker actors run real demucs inference on the nodes."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import psutil
+import pytest
+
+ray = pytest.importorskip("ray")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from audio import info, make_track  # noqa: E402
+from daemon_harness import ROOT, TESTS, DaemonProcess, stemd  # noqa: E402
+
+STEMS = {"drums", "bass", "other", "vocals"}
+SLOW = "0.4"          # seconds per forward pass of the "slow" model on the nodes
+NODE = {"num_cpus": 1, "object_store_memory": 100 * 1024 * 1024}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """A head without CPUs (the daemon's own machine) and two worker nodes, one CPU each."""
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(ROOT), os.environ.get("PYTHONPATH", "")])
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["STEMD_TEST_SLOW"] = SLOW      # the nodes' actors inherit it
+    head = {"num_cpus": 0, "object_store_memory": 100 * 1024 * 1024, "include_dashboard": False,
+            "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 4,
+                               "health_check_initial_delay_ms": 500}}
+    built = Cluster(initialize_head=True, head_node_args=head)
+    for _ in range(2):
+        built.add_node(**NODE)
+    built.wait_for_nodes()
+    yield built
+    built.shutdown()
+
+
+def cluster_config(cluster: Cluster, **cluster_overrides: Any) -> dict[str, Any]:
+    return {"workers": {"gpu": 0, "cpu": 0, "max_attempts": 3, "retry_backoff": 0.5},
+            "cluster": {"engine": "ray", "address": cluster.address, "scan_interval": 1,
+                        **cluster_overrides}}
+
+
+def node_ids(cluster: Cluster) -> set[str]:
+    return {n.node_id for n in cluster.worker_nodes}
+
+
+def manifest(outbox: Path, track: str) -> dict[str, Any]:
+    return json.loads((outbox / track / "manifest.json").read_text())
+
+
+def serving_nodes(daemon: DaemonProcess) -> set[str]:
+    nodes = (daemon.status() or {}).get("dispatcher", {}).get("nodes", [])
+    return {n["id"] for n in nodes if n["state"] == "serving"}
+
+
+def wait_serving(daemon: DaemonProcess, wanted: set[str], timeout: float = 60) -> None:
+    daemon.wait_for(lambda: wanted <= serving_nodes(daemon), timeout, f"nodes {wanted} serving")
+
+
+def running_on(daemon: DaemonProcess, node_id: str) -> dict[str, Any] | None:
+    slots = (daemon.status() or {}).get("dispatcher", {}).get("slots", [])
+    return next((s for s in slots if s["job"] and (s.get("node") or {}).get("id") == node_id), None)
+
+
+def test_jobs_spread_over_the_nodes_and_each_manifest_names_its_node(
+        cluster: Cluster, make_daemon, tmp_path: Path) -> None:
+    daemon = make_daemon(**cluster_config(cluster))
+    wait_serving(daemon, node_ids(cluster))
+    names = [f"song{i}.wav" for i in range(4)]
+    for i, name in enumerate(names):
+        make_track(tmp_path / "src" / name, 6.0, seed=i)
+        (tmp_path / "src" / name).rename(tmp_path / "inbox" / name)
+    daemon.wait_jobs(4, ("done",), timeout=180)
+    outbox = tmp_path / "outbox"
+    used = set()
+    for name in names:
+        track = name.removesuffix(".wav")
+        found = manifest(outbox, track)
+        assert found["node"]["id"] in node_ids(cluster) and found["node"]["host"]
+        used.add(found["node"]["id"])
+        assert set(found["stems"]) == STEMS
+        for stem in STEMS:
+            assert abs(info(outbox / track / f"{stem}.wav")["duration"] - 6.0) <= 2 / 44100
+    assert used == node_ids(cluster), "both nodes got work"
+    assert "node " in stemd(daemon.config, "status").stdout
+
+    # a head restart finds the cluster again
+    assert daemon.stop() == 0
+    daemon.start()
+    wait_serving(daemon, node_ids(cluster))
+    make_track(tmp_path / "inbox" / "after.wav", 2.0, seed=9)
+    daemon.wait_jobs(5, ("done",), timeout=120)
+    assert manifest(outbox, "after")["node"]["id"] in node_ids(cluster)
+
+
+def test_shared_transfer_sends_paths_only(cluster: Cluster, make_daemon, tmp_path: Path) -> None:
+    daemon = make_daemon(**cluster_config(cluster, transfer="shared"))
+    wait_serving(daemon, node_ids(cluster))
+    for i in range(2):
+        make_track(tmp_path / "inbox" / f"shared{i}.wav", 3.0, seed=i)
+    daemon.wait_jobs(2, ("done",), timeout=120)
+    for i in range(2):
+        found = manifest(tmp_path / "outbox", f"shared{i}")
+        assert found["node"]["id"] in node_ids(cluster)
+        assert set(found["stems"]) == STEMS
+
+
+def test_a_node_added_later_gets_work_and_a_lost_node_loses_no_job(
+        cluster: Cluster, make_daemon, tmp_path: Path) -> None:
+    daemon = make_daemon(**cluster_config(cluster), intake={"settle_seconds": 0.5},
+                         profiles={"default": {"model": "slow", "batch_size": 1}})
+    wait_serving(daemon, node_ids(cluster))
+    late = cluster.add_node(**NODE)
+    joined = time.monotonic()
+    wait_serving(daemon, {late.node_id}, timeout=30)
+    assert time.monotonic() - joined < 15, "a node that joins gets slots within seconds"
+
+    names = [f"track{i}" for i in range(3)]
+    for i, name in enumerate(names):
+        make_track(tmp_path / "src" / f"{name}.wav", 8.0, seed=i)
+        (tmp_path / "src" / f"{name}.wav").rename(tmp_path / "inbox" / f"{name}.wav")
+    slot = daemon.wait_for(lambda: running_on(daemon, late.node_id), 90, "a job on the late node")
+    lost_job = slot["job"]
+    cluster.remove_node(late, allow_graceful=False)
+
+    jobs = daemon.wait_jobs(3, ("done",), timeout=240)
+    assert not [j for j in daemon.jobs() if j["state"] == "running"]
+    lost = next(j for j in jobs if j["id"] == lost_job)
+    assert "Node lost" in (lost["history"] or ""), lost["history"]
+    outbox = tmp_path / "outbox"
+    assert sorted(p.name for p in outbox.iterdir() if not p.name.startswith(".")) == names
+    assert manifest(outbox, Path(lost["input"]).stem)["node"]["id"] != late.node_id
+    assert not any((outbox / ".stemd-staging").iterdir()) if (outbox / ".stemd-staging").exists() else True
+
+
+def test_cancel_reaches_a_remote_job(cluster: Cluster, make_daemon, tmp_path: Path) -> None:
+    daemon = make_daemon(**cluster_config(cluster),
+                         profiles={"default": {"model": "slow", "batch_size": 1}})
+    wait_serving(daemon, node_ids(cluster))
+    make_track(tmp_path / "inbox" / "long.wav", 30.0)
+    slot = daemon.wait_for(lambda: next((s for s in (daemon.status() or {}).get("dispatcher", {})
+                                         .get("slots", []) if s["job"] and s["pid"]), None),
+                           60, "the job running on a node")
+    actor = psutil.Process(slot["pid"])
+    assert stemd(daemon.config, "cancel", str(slot["job"])).returncode == 0
+    daemon.wait_jobs(1, ("canceled",), timeout=30)
+    actor.wait(timeout=30)                           # the worker on the node was stopped
+    assert not (tmp_path / "outbox" / "long").exists()
+
+
+def test_doctor_checks_every_node(cluster: Cluster, make_daemon, tmp_path: Path) -> None:
+    daemon = make_daemon(start=False, **cluster_config(cluster))
+    result = stemd(daemon.config, "doctor", timeout=180)
+    for node_id in node_ids(cluster):
+        line = next(line for line in result.stdout.splitlines() if node_id[:12] in line)
+        assert "stemd" in line and "torch" in line and "CPU slot" in line, line
+    unreachable = make_daemon(start=False, cluster={"engine": "ray", "address": "127.0.0.1:1"})
+    result = stemd(unreachable.config, "doctor", timeout=180)
+    assert result.returncode == 1 and "127.0.0.1:1" in result.stdout
