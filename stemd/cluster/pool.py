@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -41,6 +42,7 @@ def connect(address: str) -> str:
     except ImportError:
         raise ClusterError("[cluster] engine = \"ray\" but Ray is not installed.",
                            "Install the extra: pip install 'stemd[ray]'.") from None
+    _reachable(address)
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
@@ -54,6 +56,19 @@ def connect(address: str) -> str:
             if handler is not None and threading.current_thread() is threading.main_thread():
                 signal.signal(sig, handler)
     return str(ray.get_runtime_context().get_node_id())
+
+
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """A HOST:PORT that does not answer fails at once (Ray itself retries for minutes)."""
+    if address in ("auto", "local") or address.startswith("ray://") or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        raise ClusterError(f"Cannot reach the Ray cluster at {address!r}: {exc}.",
+                           "Start it (ray start --head on the head machine) or fix "
+                           "[cluster] address.") from None
 
 
 class ClusterPool:
