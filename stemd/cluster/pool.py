@@ -91,11 +91,13 @@ class ClusterPool:
         added: list[RemoteSlot] = []
         for node in self.nodes.values():
             added += self._take_probe(node)
+        gone: list[RemoteSlot] = []       # an actor found its node gone: no new job goes there
+        for node_id in [i for i, n in self.nodes.items() if any(s.node_lost() for s in n.slots)]:
+            gone += self._forget(node_id)
         if now < self._next_scan:
-            return added, []
+            return added, gone
         self._next_scan = now + self.settings.scan_interval
         alive = {n["NodeID"]: n for n in ray.nodes() if n.get("Alive")}
-        gone: list[RemoteSlot] = []
         for node_id in [n for n in self.nodes if n not in alive]:
             gone += self._forget(node_id)
         for node_id, entry in alive.items():

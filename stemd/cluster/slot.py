@@ -89,11 +89,15 @@ class RemoteSlot:
         measured = self.link.memory if self.link and self.link.memory[1] else self.node_memory
         return measured if measured[1] else (None, None)
 
+    def node_lost(self) -> bool:
+        failure = self.link.failure if self.link else None
+        return self.lost or (failure is not None and failure[0] == "node_lost")
+
     def death(self) -> tuple[str, str]:
         """Why the worker is gone: (failure kind, message) for the job's attempt."""
         node = f"{self.node.host} ({self.node.node_id[:12]})"
         failure = self.link.failure if self.link else None
-        if self.lost or (failure and failure[0] == "node_lost"):
+        if self.node_lost():
             return "node_lost", f"Node lost: the node {node} running this job left the cluster."
         detail = failure[1] if failure else "no worker actor"
         return "crash", f"The worker actor on node {node} died ({detail})."
