@@ -5,6 +5,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
+# pip extras: `make test EXTRAS=test,ray` also installs Ray, so the cluster tests run (CI does)
+EXTRAS ?= test
+comma  := ,
+STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: run test setup ffmpeg tcmalloc clean
 
@@ -14,14 +18,14 @@ run: setup
 test: setup
 	$(PY) -m pytest -q
 
-setup: $(VENV)/.installed
+setup: $(STAMP)
 
-$(VENV)/.installed: pyproject.toml | ffmpeg tcmalloc
+$(STAMP): pyproject.toml | ffmpeg tcmalloc
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# the CPU build of torch first, so the package's "torch" requirement is already met
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
 ffmpeg:
