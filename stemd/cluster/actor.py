@@ -25,6 +25,7 @@ from stemd.worker import process as worker
 from stemd.worker.process import Task, WorkerSpec
 
 log = logging.getLogger(__name__)
+SCRATCH_PREFIX = "stemd-actor-"
 
 
 class WorkerActor:
@@ -33,7 +34,9 @@ class WorkerActor:
                             format=f"actor[{spec.slot}] %(levelname)s %(name)s: %(message)s")
         self.shared = shared
         self.chunk_size = chunk_size
-        self.scratch = Path(tempfile.mkdtemp(prefix="stemd-actor-"))
+        _remove_stale_scratch(Path(tempfile.gettempdir()))
+        self.scratch = Path(tempfile.gettempdir()) / f"{SCRATCH_PREFIX}{os.getpid()}"
+        self.scratch.mkdir(exist_ok=True)
         self.conn, child = multiprocessing.Pipe()
         self.thread = threading.Thread(target=worker.serve, args=(child, spec), daemon=True,
                                        name="stemd-worker")
@@ -46,7 +49,7 @@ class WorkerActor:
 
     def put(self, message: tuple[Any, ...], chunks: Optional[list[Any]]) -> None:
         """A message for the worker; a task's input arrives as ``chunks`` (object store)."""
-        if message[0] == "task" and not self.shared:
+        if message[0] == "task":
             message = ("task", self._localize(message[1], chunks or []))
         self.conn.send(message)
 
@@ -59,8 +62,11 @@ class WorkerActor:
         return messages, _memory()
 
     def _localize(self, task: Task, chunks: list[Any]) -> Task:
+        """Scratch space on this node; the input and the stems too unless paths are shared."""
         root = self._root(task.job_id)
         shutil.rmtree(root, ignore_errors=True)
+        if self.shared:
+            return replace(task, work_dir=str(root / "work"))
         local_input = root / "input" / Path(task.input).name
         get_file(chunks, local_input)
         return replace(task, input=str(local_input), stage_dir=str(root / "stage"),
@@ -68,11 +74,11 @@ class WorkerActor:
 
     def _outbound(self, message: tuple[Any, ...]) -> tuple[Any, ...]:
         """A finished job's stems go back as chunks; its scratch folder goes."""
-        if self.shared or message[0] not in ("done", "failed"):
+        if message[0] not in ("done", "failed"):
             return message
         root = self._root(message[1])
         try:
-            if message[0] == "done":
+            if message[0] == "done" and not self.shared:
                 _, job_id, result, wall = message
                 stage = root / "stage"
                 files = {name: (str(Path(path).relative_to(stage)),
@@ -85,6 +91,14 @@ class WorkerActor:
 
     def _root(self, job_id: int) -> Path:
         return self.scratch / str(job_id)
+
+
+def _remove_stale_scratch(folder: Path) -> None:
+    """Scratch folders of actors that were killed (cancel, deadline, lost head)."""
+    for entry in folder.glob(f"{SCRATCH_PREFIX}*"):
+        pid = entry.name[len(SCRATCH_PREFIX):]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _memory() -> dict[str, int]:

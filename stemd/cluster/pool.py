@@ -97,7 +97,11 @@ class ClusterPool:
         if now < self._next_scan:
             return added, gone
         self._next_scan = now + self.settings.scan_interval
-        alive = {n["NodeID"]: n for n in ray.nodes() if n.get("Alive")}
+        try:
+            alive = {n["NodeID"]: n for n in ray.nodes() if n.get("Alive")}
+        except Exception as exc:      # Ray's control store unreachable: local slots go on
+            log.warning("could not list the cluster's nodes (%s); trying again", exc)
+            return added, gone
         for node_id in [n for n in self.nodes if n not in alive]:
             gone += self._forget(node_id)
         for node_id, entry in alive.items():

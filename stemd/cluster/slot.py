@@ -177,8 +177,8 @@ class Link:
     def _forward(self, message: tuple[Any, ...]) -> None:
         import ray
         chunks = None
-        if message[0] == "ahead" and not self.settings.shared:
-            return                    # a path on the head: the node cannot decode it ahead
+        if message[0] == "ahead":
+            return                    # decoding ahead is for local workers (a head path)
         if message[0] == "task":
             task = message[1]
             self.stages[task.job_id] = Path(task.stage_dir)
