@@ -165,3 +165,36 @@ def test_doctor_checks_every_node(cluster: Cluster, make_daemon, tmp_path: Path)
     unreachable = make_daemon(start=False, cluster={"engine": "ray", "address": "127.0.0.1:1"})
     result = stemd(unreachable.config, "doctor", timeout=180)
     assert result.returncode == 1 and "127.0.0.1:1" in result.stdout
+
+
+def test_a_node_with_another_demucs_is_refused(cluster: Cluster, make_daemon, tmp_path: Path) -> None:
+    """The node's Python finds another demucs distribution first (as after installing
+    another version there): the head refuses it and says which versions differ."""
+    other = tmp_path / "other-site"
+    meta = other / "demucs-0.0.1.dist-info"
+    meta.mkdir(parents=True)
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: demucs\nVersion: 0.0.1\n")
+    before = os.environ["PYTHONPATH"]
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(other), before])
+    try:
+        odd = cluster.add_node(**NODE)          # its raylet and workers inherit the path
+    finally:
+        os.environ["PYTHONPATH"] = before
+    try:
+        daemon = make_daemon(**cluster_config(cluster))
+        wait_serving(daemon, node_ids(cluster) - {odd.node_id})
+
+        def refused() -> str:
+            nodes = (daemon.status() or {}).get("dispatcher", {}).get("nodes", [])
+            return next((n["state"] for n in nodes if n["id"] == odd.node_id
+                         and n["state"].startswith("refused")), "")
+        state = daemon.wait_for(refused, 60, "the odd node refused")
+        from stemd.cluster.versions import local_versions
+        assert f"demucs 0.0.1 on the node, {local_versions()['demucs']} on the head" in state
+        assert "refused" in stemd(daemon.config, "status").stdout
+        result = stemd(daemon.config, "doctor", timeout=180)
+        assert result.returncode == 1
+        line = next(line for line in result.stdout.splitlines() if odd.node_id[:12] in line)
+        assert line.startswith("[FAIL]") and "demucs 0.0.1 on the node" in line, line
+    finally:
+        cluster.remove_node(odd)
