@@ -8,6 +8,7 @@ stems it returns into the head's staging folder before passing on ``done``.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import threading
@@ -125,9 +126,7 @@ class Link:
     """The two threads between a remote slot's pipe and its actor."""
 
     def __init__(self, slot: RemoteSlot, end: Connection) -> None:
-        import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-        from stemd.cluster.actor import WorkerActor
         self.node = slot.node
         self.settings = slot.settings
         self.end = end
@@ -141,7 +140,7 @@ class Link:
             "scheduling_strategy": NodeAffinitySchedulingStrategy(slot.node.node_id, soft=False),
             "max_concurrency": 3, "max_restarts": 0, "num_gpus": 1 if slot.kind == "gpu" else 0,
             "num_cpus": 0 if slot.kind == "gpu" else slot.spec.threads}
-        self.actor = ray.remote(WorkerActor).options(**options).remote(
+        self.actor = _actor_class().options(**options).remote(
             slot.spec, slot.settings.shared, slot.settings.chunk_size)
         for target, name in ((self._up, "up"), (self._down, "down")):
             threading.Thread(target=target, daemon=True, name=f"stemd-{slot.name}-{name}").start()
@@ -234,6 +233,14 @@ class Link:
                         f"{str(exc).splitlines()[0] if str(exc) else ''}")
         log.warning("worker actor on node %s failed (%s): %s", self.node.host,
                     self.failure[0], self.failure[1])
+
+
+@functools.lru_cache(maxsize=1)
+def _actor_class() -> Any:
+    """The worker actor class, registered with Ray once per head process."""
+    import ray
+    from stemd.cluster.actor import WorkerActor
+    return ray.remote(WorkerActor)
 
 
 def node_alive(node_id: str, grace: float) -> bool:

@@ -156,18 +156,7 @@ def test_cancel_reaches_a_remote_job(cluster: Cluster, make_daemon, tmp_path: Pa
     assert not (tmp_path / "outbox" / "long").exists()
 
 
-def test_doctor_checks_every_node(cluster: Cluster, make_daemon, tmp_path: Path) -> None:
-    daemon = make_daemon(start=False, **cluster_config(cluster))
-    result = stemd(daemon.config, "doctor", timeout=180)
-    for node_id in node_ids(cluster):
-        line = next(line for line in result.stdout.splitlines() if node_id[:12] in line)
-        assert "stemd" in line and "torch" in line and "CPU slot" in line, line
-    unreachable = make_daemon(start=False, cluster={"engine": "ray", "address": "127.0.0.1:1"})
-    result = stemd(unreachable.config, "doctor", timeout=180)
-    assert result.returncode == 1 and "127.0.0.1:1" in result.stdout
-
-
-def test_a_node_with_another_demucs_is_refused(cluster: Cluster, make_daemon, tmp_path: Path) -> None:
+def test_a_node_with_another_demucs_is_refused_and_doctor_checks_every_node(cluster: Cluster, make_daemon, tmp_path: Path) -> None:
     """The node's Python finds another demucs distribution first (as after installing
     another version there): the head refuses it and says which versions differ."""
     other = tmp_path / "other-site"
@@ -196,5 +185,11 @@ def test_a_node_with_another_demucs_is_refused(cluster: Cluster, make_daemon, tm
         assert result.returncode == 1
         line = next(line for line in result.stdout.splitlines() if odd.node_id[:12] in line)
         assert line.startswith("[FAIL]") and "demucs 0.0.1 on the node" in line, line
+        for node_id in node_ids(cluster) - {odd.node_id}:
+            line = next(line for line in result.stdout.splitlines() if node_id[:12] in line)
+            assert line.startswith("[ok  ]") and "torch" in line and "1 CPU slot" in line, line
+        unreachable = make_daemon(start=False, cluster={"engine": "ray", "address": "127.0.0.1:1"})
+        result = stemd(unreachable.config, "doctor", timeout=180)
+        assert result.returncode == 1 and "127.0.0.1:1" in result.stdout
     finally:
         cluster.remove_node(odd)
