@@ -14,18 +14,30 @@ import shutil
 import socket
 import tempfile
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
 import psutil
 
+from stemd.cluster import messages
 from stemd.cluster.transfer import get_file, put_file
+from stemd.engine.types import SeparationResult
 from stemd.worker import process as worker
 from stemd.worker.process import Task, WorkerSpec
 
 log = logging.getLogger(__name__)
 SCRATCH_PREFIX = "stemd-actor-"
+
+
+@dataclass(frozen=True)
+class Stems:
+    """A finished job as the actor returns it: the stem files as chunks in the object store."""
+
+    job_id: int
+    result: SeparationResult
+    wall: float
+    files: dict[str, tuple[str, list[Any]]]     # stem -> (path under the stage dir, chunks)
 
 
 class WorkerActor:
@@ -47,19 +59,19 @@ class WorkerActor:
         return {"node_id": ray.get_runtime_context().get_node_id(),
                 "host": socket.gethostname(), "pid": os.getpid()}
 
-    def put(self, message: tuple[Any, ...], chunks: Optional[list[Any]]) -> None:
+    def put(self, message: Any, chunks: Optional[list[Any]]) -> None:
         """A message for the worker; a task's input arrives as ``chunks`` (object store)."""
-        if message[0] == "task":
-            message = ("task", self._localize(message[1], chunks or []))
+        if messages.kind(message) == "task":
+            message = messages.with_task(message, self._localize(messages.task_of(message), chunks or []))
         self.conn.send(message)
 
-    def take(self, timeout: float) -> tuple[list[tuple[Any, ...]], dict[str, int]]:
+    def take(self, timeout: float) -> tuple[list[Any], dict[str, int]]:
         """The worker's messages (waiting up to ``timeout`` for one) and this node's memory."""
-        messages = []
+        found = []
         if self.conn.poll(timeout):
             while self.conn.poll():
-                messages.append(self._outbound(self.conn.recv()))
-        return messages, _memory()
+                found.append(self._outbound(self.conn.recv()))
+        return found, _memory()
 
     def _localize(self, task: Task, chunks: list[Any]) -> Task:
         """Scratch space on this node; the input and the stems too unless paths are shared."""
@@ -72,19 +84,19 @@ class WorkerActor:
         return replace(task, input=str(local_input), stage_dir=str(root / "stage"),
                        work_dir=str(root / "work"))
 
-    def _outbound(self, message: tuple[Any, ...]) -> tuple[Any, ...]:
+    def _outbound(self, message: Any) -> Any:
         """A finished job's stems go back as chunks; its scratch folder goes."""
-        if message[0] not in ("done", "failed"):
+        if messages.kind(message) not in ("done", "failed"):
             return message
-        root = self._root(message[1])
+        root = self._root(messages.job_of(message))
         try:
-            if message[0] == "done" and not self.shared:
-                _, job_id, result, wall = message
+            if messages.kind(message) == "done" and not self.shared:
+                job_id, result, wall = messages.done_parts(message)
                 stage = root / "stage"
                 files = {name: (str(Path(path).relative_to(stage)),
                                 put_file(Path(path), self.chunk_size))
                          for name, path in result.stems.items()}
-                return ("stems", job_id, result, wall, files)
+                return Stems(job_id, result, wall, files)
             return message
         finally:
             shutil.rmtree(root, ignore_errors=True)

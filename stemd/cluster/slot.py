@@ -18,6 +18,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Optional
 
+from stemd.cluster import messages
+from stemd.cluster.actor import Stems
 from stemd.cluster.plan import NodeInfo
 from stemd.cluster.settings import ClusterSettings
 from stemd.cluster.transfer import get_file, put_file
@@ -73,7 +75,7 @@ class RemoteSlot:
             self.close()
             self.start()
 
-    def send(self, message: tuple[Any, ...]) -> bool:
+    def send(self, message: Any) -> bool:
         if not self.alive() or self.conn is None:
             return False
         try:
@@ -173,13 +175,13 @@ class Link:
                 self._failed(exc)
                 return
 
-    def _forward(self, message: tuple[Any, ...]) -> None:
+    def _forward(self, message: Any) -> None:
         import ray
         chunks = None
-        if message[0] == "ahead":
+        if messages.kind(message) == "ahead":
             return                    # decoding ahead is for local workers (a head path)
-        if message[0] == "task":
-            task = message[1]
+        if messages.kind(message) == "task":
+            task = messages.task_of(message)
             self.stages[task.job_id] = Path(task.stage_dir)
             if not self.settings.shared:
                 chunks = put_file(Path(task.input), self.settings.chunk_size)
@@ -191,7 +193,7 @@ class Link:
         from ray.exceptions import GetTimeoutError
         while not self.closed.is_set():
             try:
-                messages, memory = ray.get(self.actor.take.remote(POLL), timeout=CALL_TIMEOUT)
+                found, memory = ray.get(self.actor.take.remote(POLL), timeout=CALL_TIMEOUT)
             except GetTimeoutError:
                 continue
             except Exception as exc:
@@ -199,31 +201,30 @@ class Link:
                 return
             self.rss = memory["rss"]
             self.memory = (memory["available"], memory["total"])
-            for message in messages:
+            for message in found:
                 self._deliver(message)
 
-    def _deliver(self, message: tuple[Any, ...]) -> None:
-        if message[0] == "ready":
-            self.pid = message[1]
-        elif message[0] == "stems":
+    def _deliver(self, message: Any) -> None:
+        if isinstance(message, Stems):
             message = self._receive_stems(message)
+        elif messages.kind(message) == "ready":
+            self.pid = messages.ready_pid(message)
         try:
             self.end.send(message)
         except OSError:
             self.closed.set()
 
-    def _receive_stems(self, message: tuple[Any, ...]) -> tuple[Any, ...]:
-        _, job_id, result, wall, files = message
-        stage = self.stages.pop(job_id)
+    def _receive_stems(self, message: Stems) -> Any:
+        stage = self.stages.pop(message.job_id)
         try:
-            for rel, refs in files.values():
+            for rel, refs in message.files.values():
                 get_file(refs, stage / rel)
         except OSError as exc:
-            return ("failed", job_id, {"kind": "disk", "message": f"The stems from node "
-                                       f"{self.node.host} could not be written: {exc}.",
-                                       "hint": "Check free space of the outbox.", "permanent": False})
-        stems = {name: stage / rel for name, (rel, _refs) in files.items()}
-        return ("done", job_id, replace(result, stems=stems), wall)
+            return messages.failed(message.job_id, "disk", f"The stems from node {self.node.host} "
+                                   f"could not be written: {exc}.",
+                                   "Check free space of the outbox.", False)
+        stems = {name: stage / rel for name, (rel, _refs) in message.files.items()}
+        return messages.done(message.job_id, replace(message.result, stems=stems), message.wall)
 
     def _failed(self, exc: Exception) -> None:
         if self.closed.is_set():
