@@ -12,7 +12,7 @@ import signal
 import socket
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from stemd.cluster.plan import NodeInfo, node_from_ray, plan_node
 from stemd.cluster.settings import ClusterSettings
@@ -174,8 +174,3 @@ class ClusterPool:
                 slot.kill()
         ray.shutdown()
 
-
-def slot_node(slot: Any) -> Optional[dict[str, str]]:
-    """The node a slot runs on (None for this machine's own slots)."""
-    node = getattr(slot, "node", None)
-    return node.label() if node is not None else None
