@@ -49,6 +49,7 @@ class RemoteSlot:
     conn: Optional[Connection] = None
     link: Optional["Link"] = None
     lost: bool = False            # the node left the cluster
+    last_failure: Optional[tuple[str, str]] = None
 
     @property
     def name(self) -> str:
@@ -73,6 +74,7 @@ class RemoteSlot:
     def ensure_started(self) -> None:
         if not self.alive():
             self.close()
+            self.last_failure = None
             self.start()
 
     def send(self, message: Any) -> bool:
@@ -99,8 +101,8 @@ class RemoteSlot:
     def death(self) -> tuple[str, str]:
         """Why the worker is gone: (failure kind, message) for the job's attempt."""
         node = f"{self.node.host} ({self.node.node_id[:12]})"
-        failure = self.link.failure if self.link else None
-        if self.node_lost():
+        failure = self.link.failure if self.link else self.last_failure
+        if self.lost or (failure is not None and failure[0] == "node_lost"):
             return "node_lost", f"Node lost: the node {node} running this job left the cluster."
         detail = failure[1] if failure else "no worker actor"
         return "crash", f"The worker actor on node {node} died ({detail})."
@@ -110,7 +112,9 @@ class RemoteSlot:
         self.kill()
 
     def kill(self, grace: float = 3.0) -> Optional[int]:
+        """End the actor; why it failed, if it did, is kept for ``death``."""
         if self.link is not None:
+            self.last_failure = self.link.failure
             self.link.close()
         self.close()
         return None
