@@ -165,7 +165,7 @@ class ClusterPool:
                  "slots": [s.name for s in node.slots],
                  "state": ("refused: " + node.refused) if node.refused
                  else "checking" if node.probe is not None else "serving"}
-                for node in self.nodes.values()]
+                for node in list(self.nodes.values())]   # the status thread reads it too
 
     def shutdown(self) -> None:
         import ray
