@@ -25,18 +25,19 @@ NODE = {"num_cpus": 1, "object_store_memory": 100 * 1024 * 1024}
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     """A head without CPUs (the daemon's own machine) and two worker nodes, one CPU each."""
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(ROOT), os.environ.get("PYTHONPATH", "")])
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["STEMD_TEST_SLOW"] = SLOW      # the nodes' actors inherit it
     head = {"num_cpus": 0, "object_store_memory": 100 * 1024 * 1024, "include_dashboard": False,
             "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 4,
                                "health_check_initial_delay_ms": 500}}
-    built = Cluster(initialize_head=True, head_node_args=head)
-    for _ in range(2):
-        built.add_node(**NODE)
-    built.wait_for_nodes()
-    yield built
-    built.shutdown()
+    with pytest.MonkeyPatch.context() as env:         # the nodes' processes inherit these
+        env.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), str(ROOT), os.environ.get("PYTHONPATH", "")]))
+        env.setenv("HF_HUB_OFFLINE", "1")
+        env.setenv("STEMD_TEST_SLOW", SLOW)
+        built = Cluster(initialize_head=True, head_node_args=head)
+        for _ in range(2):
+            built.add_node(**NODE)
+        built.wait_for_nodes()
+        yield built
+        built.shutdown()
 
 
 def cluster_config(cluster: Cluster, **cluster_overrides: Any) -> dict[str, Any]:
