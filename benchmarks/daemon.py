@@ -40,6 +40,8 @@ cpu = "auto"
 allocator = "{malloc}"
 [profiles.default]
 model = "bench"
+[web]
+listen = "127.0.0.1:0"
 """
     path = folder / "stemd.toml"
     path.write_text(text)

@@ -170,6 +170,55 @@ class ProfileConfig(_Section):
             precision=self.precision, batch_size=self.batch_size, format=fmt)
 
 
+class WebConfig(_Section):
+    enabled: bool = True
+    listen: str = "127.0.0.1:8421"
+    token_file: Optional[Path] = None             # None: <state_dir>/web-token
+    max_upload: Optional[Bytes] = None            # None: intake.max_file_mb
+    metrics_public: bool = False
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    @field_validator("token_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
+class NotifyConfig(_Section):
+    url: str
+    events: list[Literal["queued", "started", "done", "failed", "canceled"]] = ["done", "failed"]
+    headers: dict[str, str] = Field(default_factory=dict)
+    retry_backoff: Seconds = 10.0
+    retry_for: Seconds = 24 * 3600.0
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if "://" not in value:
+            raise ValueError("must be an http(s):// webhook or an Apprise URL such as ntfy://...")
+        return value
+
+    @field_validator("retry_for")
+    @classmethod
+    def _at_least_an_hour(cls, value: float) -> float:
+        if value < 3600:
+            raise ValueError("must be at least 1h: a receiver may be down for a while")
+        return value
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` (``"[::1]:8421"`` for IPv6) -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        raise ValueError(f"{value!r} is not HOST:PORT (e.g. \"127.0.0.1:8421\")")
+    return host.strip("[]"), int(port)
+
+
 class Config(_Section):
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     inbox: list[InboxConfig] = Field(default_factory=lambda: [InboxConfig(path=Path("~/stemd/inbox"))])
@@ -180,6 +229,8 @@ class Config(_Section):
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     profiles: dict[str, ProfileConfig] = Field(default_factory=lambda: {"default": ProfileConfig()})
+    web: WebConfig = Field(default_factory=WebConfig)
+    notify: list[NotifyConfig] = Field(default_factory=list)
     source: Optional[Path] = Field(None, exclude=True)
 
     @model_validator(mode="after")
@@ -217,6 +268,19 @@ class Config(_Section):
     def staging_dir(self) -> Path:
         """Staging lives on the outbox's filesystem so that publishing is a rename."""
         return self.outbox.path / ".stemd-staging"
+
+    @property
+    def web_token_file(self) -> Path:
+        return self.web.token_file or self.state_dir / "web-token"
+
+    @property
+    def web_max_upload(self) -> int:
+        return self.web.max_upload or int(self.intake.max_file_mb * 1e6)
+
+    @property
+    def upload_dir(self) -> Path:
+        """Files uploaded through the web server, saved whole before intake takes them."""
+        return self.state_dir / "uploads"
 
     def template_for(self, profile: str) -> str:
         return self.profiles[profile].template or self.outbox.template
@@ -312,6 +376,7 @@ def _resolve(config: Config, base: Path, source: Optional[Path]) -> Config:
         "intake": config.intake.model_copy(update={"archive_dir": fix(config.intake.archive_dir),
                                                    "failed_dir": fix(config.intake.failed_dir)}),
         "models": config.models.model_copy(update={"repo": fix(config.models.repo)}),
+        "web": config.web.model_copy(update={"token_file": fix(config.web.token_file)}),
         "source": source,
     })
 

@@ -38,6 +38,14 @@ def write_config(path: Path, sections: dict[str, Any]) -> Path:
                     lines.append("[inbox.subfolders]")
                     lines += [f"{k} = {toml_value(v)}" for k, v in subfolders.items()]
             continue
+        if name == "notify":
+            for entry in body:
+                lines.append("[[notify]]")
+                lines += [f"{k} = {toml_value(v)}" for k, v in entry.items() if k != "headers"]
+                if entry.get("headers"):
+                    lines.append("[notify.headers]")
+                    lines += [f"{json.dumps(k)} = {toml_value(v)}" for k, v in entry["headers"].items()]
+            continue
         if name == "profiles":
             for profile, options in body.items():
                 lines.append(f"[profiles.{profile}]")
@@ -201,6 +209,9 @@ def base_config(tmp: Path, model_repo: Path, **overrides: Any) -> dict[str, Any]
                     "memory_reserve": "64MiB", "memory_estimate": "512MiB"},
         "maintenance": {"min_free": "10MiB"},
         "profiles": {"default": {"model": "tiny"}},
+        # the web server is tested in tests/web; elsewhere it stays off (start-up time), and
+        # when a test turns it on it takes any free port: daemons run side by side
+        "web": {"enabled": False, "listen": "127.0.0.1:0"},
     }
     for section, values in overrides.items():
         if isinstance(values, dict) and isinstance(config.get(section), dict):

@@ -11,7 +11,7 @@ from stemd.config import Config, ProfileConfig, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = ROOT / "config" / "stemd.toml"
-SECTIONS = {"daemon", "outbox", "intake", "models", "workers", "maintenance", "cluster"}
+SECTIONS = {"daemon", "outbox", "intake", "models", "workers", "maintenance", "web", "cluster"}
 
 
 def _documented_keys(text: str) -> dict[str, set[str]]:
@@ -19,7 +19,7 @@ def _documented_keys(text: str) -> dict[str, set[str]]:
     keys: dict[str, set[str]] = {}
     section = ""
     for line in text.splitlines():
-        header = re.match(r"^\s*\[\[?([a-z_.]+)\]\]?", line)
+        header = re.match(r"^#?\s*\[\[?([a-z_.]+)\]\]?", line)
         if header:
             section = header.group(1)
             continue
@@ -37,6 +37,9 @@ def test_every_config_key_is_in_the_default_file() -> None:
         assert not missing, f"[{name}] keys missing from config/stemd.toml: {missing}"
     assert set(ProfileConfig.model_fields) <= documented["profiles.default"]
     assert {"path", "profile", "priority"} <= documented["inbox"]
+    from stemd.config import NotifyConfig
+    assert set(NotifyConfig.model_fields) - {"headers"} <= documented["notify"]
+    assert "notify.headers" in documented
 
 
 def test_the_default_file_states_the_codes_defaults() -> None:

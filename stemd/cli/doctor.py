@@ -26,6 +26,19 @@ def run_doctor(config: Config) -> Iterator[Check]:
     yield from _folders(config)
     yield _sqlite()
     yield from _cluster(config)
+    yield from notify_checks(config)
+
+
+def notify_checks(config: Config) -> Iterator[Check]:
+    """Apprise URLs need the notify extra (``stemd notify test`` sends a test)."""
+    from stemd.notify.senders import apprise_available, is_webhook, where
+    for entry in config.notify:
+        if is_webhook(entry.url) or apprise_available():
+            yield Check("notify", True, f"{where(entry.url)} ({', '.join(entry.events)}); "
+                        "stemd notify test sends a test")
+        else:
+            yield Check("notify", False, f"{where(entry.url)} needs Apprise, which is not "
+                        "installed: pip install 'stemd[notify]', or use an http(s):// webhook.")
 
 
 def _ffmpeg() -> Iterator[Check]:

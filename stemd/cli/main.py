@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     scope = service.add_mutually_exclusive_group()
     scope.add_argument("--user", dest="scope", action="store_const", const="user")
     scope.add_argument("--system", dest="scope", action="store_const", const="system")
+    web = sub.add_parser("web", help="the web dashboard's token or a one-time login link")
+    web.add_argument("action", choices=["token", "url"])
+    notify = sub.add_parser("notify", help="send a test notification to every [[notify]] entry")
+    notify.add_argument("action", choices=["test"])
     return parser
 
 
@@ -227,8 +231,19 @@ def cmd_service(args: argparse.Namespace) -> int:
     return service_command(_config(args), args.config, args.action, args.scope)
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    from stemd.cli.web import web_command
+    return web_command(_config(args), args.action)
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    from stemd.cli.web import notify_command
+    return notify_command(_config(args), args.action)
+
+
 _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run, "status": cmd_status, "jobs": cmd_jobs, "submit": cmd_submit,
     "cancel": _job_request("cancel"), "retry": _job_request("retry"), "doctor": cmd_doctor,
     "config": cmd_config, "cleanup": cmd_cleanup, "models": cmd_models, "service": cmd_service,
+    "web": cmd_web, "notify": cmd_notify,
 }

@@ -69,6 +69,8 @@ def render_status(data: dict[str, Any]) -> str:
     lines = [_headline(data)]
     daemon = data.get("daemon") or {}
     dispatcher = daemon.get("dispatcher", {})
+    if (daemon.get("web") or {}).get("url"):
+        lines.append(f"dashboard: {daemon['web']['url']} (log in with: stemd web url)")
     if dispatcher.get("paused"):
         lines.append(f"PAUSED: {dispatcher['paused']}")
     for node in dispatcher.get("nodes", []):

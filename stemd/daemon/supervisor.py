@@ -94,6 +94,8 @@ class Daemon:
         self.notifier = Notifier(unset_environment=True)
         self.pinger = WatchdogPinger(self.notifier)
         self._threads: list[threading.Thread] = []
+        self.web: Any = None              # the web server (stemd.web), when [web] enabled
+        self.notifications: Any = None    # the notifier thread (stemd.notify)
 
     # -- start-up ---------------------------------------------------------------------
     def recover(self) -> None:
@@ -122,6 +124,7 @@ class Daemon:
     def start(self) -> None:
         library = allocator.preload(self.config.workers.allocator)   # before any thread starts
         log.info("worker processes use %s", library or "the system malloc")
+        self._start_web(self.config)      # first: a port that is taken stops the start
         self.recover()
         self._join_cluster()
         self.intake.start()
@@ -130,6 +133,7 @@ class Daemon:
         self._spawn("stemd-dispatcher", self._dispatch_loop)
         self._start_maintenance()
         self._start_notifier()
+        self._start_notifications()
         log.info("stemd %s running: %d inbox(es), outbox %s, slots: %s", __version__,
                  len(self.config.inbox), self.config.outbox.path, self._slot_summary())
 
@@ -220,8 +224,13 @@ class Daemon:
     def _handle_request(self, kind: str, job_id: Optional[int], payload: dict[str, Any]) -> None:
         now = time.time()
         if kind == "submit":
-            self.intake.offer(Arrival(Path(payload["path"]), payload.get("profile") or "default",
-                                      None, int(payload.get("priority") or 0), "submit"))
+            path = Path(payload["path"])
+            # a web upload is the daemon's own file (archived like an inbox drop)
+            upload = payload.get("source") == "upload" and path.parent == self.config.upload_dir
+            self.intake.offer(Arrival(path, payload.get("profile") or "default",
+                                      self.config.upload_dir if upload else None,
+                                      int(payload.get("priority") or 0),
+                                      "upload" if upload else "submit"))
         elif kind == "cancel" and job_id is not None:
             state = self.store.cancel(job_id, now)
             if state == State.RUNNING:
@@ -269,6 +278,29 @@ class Daemon:
     def _start_notifier(self) -> None:
         self.notifier.ready(self.status_line())
 
+    def _start_web(self, config: Config) -> None:
+        if config.web.enabled:
+            from stemd.web.server import WebServer
+            self.web = WebServer(config).start()
+
+    def _reload_web(self, new: Config) -> None:
+        """Restart the web server when [web] changed; a new port that is taken is logged."""
+        if self.web is not None and new.web == self.config.web and new.state_dir == self.config.state_dir:
+            self.web.update_config(new)
+            return
+        if self.web is not None:
+            self.web.stop()
+            self.web = None
+        try:
+            self._start_web(new)
+        except StemdError as exc:
+            log.error("web server not started: %s", exc)
+
+    def _start_notifications(self) -> None:
+        from stemd.notify.service import Notifications
+        self.notifications = Notifications(self.config.db_path, self.config.notify)
+        self.notifications.start()
+
     def healthy(self) -> bool:
         return not self.health_problem()
 
@@ -296,6 +328,7 @@ class Daemon:
                 "config": str(self.config.source) if self.config.source else None,
                 "dispatcher": snapshot or self.dispatcher.snapshot(), "watcher": self.watcher.status(),
                 "intake_pending": self.intake.pending(), "healthy": self.healthy(),
+                "web": self.web.info() if self.web is not None else None,
                 "shutting_down": self._stop_requested()}
         path = self.config.state_dir / STATUS_FILE
         tmp = path.with_suffix(".tmp")
@@ -364,6 +397,9 @@ class Daemon:
         self.intake.stop()
         if self.scheduler is not None:
             self.scheduler.shutdown()
+        for part in (self.notifications, self.web):
+            if part is not None:
+                part.stop()
         self._report()
         log.info("stopped")
         return 0
@@ -385,6 +421,9 @@ class Daemon:
             log.warning("[cluster] changed: it takes effect when stemd restarts")
         if new.workers.allocator != self.config.workers.allocator:
             log.warning("workers.allocator changed: it takes effect when stemd restarts")
+        self._reload_web(new)
+        if self.notifications is not None:
+            self.notifications.reconfigure(new.notify)
         self.config = new
         self.plan = self._plan(new)
         self.intake.reconfigure(intake_settings(new), dict(new.profiles))

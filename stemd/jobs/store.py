@@ -20,7 +20,7 @@ import sqlite_utils
 
 from stemd.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30000   # how long a statement waits for another connection's lock
 
 
@@ -89,6 +89,49 @@ _MIGRATIONS: list[str] = [
         created_at REAL NOT NULL
     );
     CREATE INDEX measurements_model ON measurements(model, device, id);
+    """,
+    # version 2: job events (for the web server's live updates and notifications), filled
+    # by triggers so that every state change is recorded in order whoever makes it;
+    # notification deliveries; one-time web login codes; small key-value state
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TRIGGER jobs_event_insert AFTER INSERT ON jobs BEGIN
+        INSERT INTO events (job_id, kind, created_at) VALUES (NEW.id, NEW.state, NEW.updated_at);
+    END;
+    CREATE TRIGGER jobs_event_state AFTER UPDATE OF state ON jobs
+    WHEN NEW.state IS NOT OLD.state BEGIN
+        INSERT INTO events (job_id, kind, created_at) VALUES (NEW.id,
+            CASE NEW.state WHEN 'running' THEN 'started' ELSE NEW.state END, NEW.updated_at);
+    END;
+    CREATE TRIGGER events_prune AFTER INSERT ON events BEGIN
+        DELETE FROM events WHERE id <= NEW.id - 20000;
+    END;
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id INTEGER,
+        target TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at REAL NOT NULL,
+        last_error TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX deliveries_due ON deliveries(state, next_at);
+    CREATE TABLE web_logins (
+        code_hash TEXT PRIMARY KEY,
+        expires_at REAL NOT NULL
+    );
+    CREATE TABLE kv (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
     """,
 ]
 
@@ -488,6 +531,11 @@ class _Tx:
 
 
 def _split_sql(script: str) -> Iterator[str]:
-    for statement in script.split(";"):
-        if statement.strip():
-            yield statement
+    """Whole statements (a trigger's body holds semicolons of its own)."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
