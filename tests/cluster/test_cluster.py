@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import httpx
 import psutil
 import pytest
 
@@ -70,7 +71,7 @@ def running_on(daemon: DaemonProcess, node_id: str) -> dict[str, Any] | None:
 
 def test_jobs_spread_over_the_nodes_and_each_manifest_names_its_node(
         cluster: Cluster, make_daemon, tmp_path: Path) -> None:
-    daemon = make_daemon(**cluster_config(cluster))
+    daemon = make_daemon(**cluster_config(cluster), web={"enabled": True, "metrics_public": True})
     wait_serving(daemon, node_ids(cluster))
     names = [f"song{i}.wav" for i in range(4)]
     for i, name in enumerate(names):
@@ -89,6 +90,10 @@ def test_jobs_spread_over_the_nodes_and_each_manifest_names_its_node(
             assert abs(info(outbox / track / f"{stem}.wav")["duration"] - 3.0) <= 2 / 44100
     assert used == node_ids(cluster), "both nodes got work"
     assert "node " in stemd(daemon.config, "status").stdout
+    url = daemon.wait_for(lambda: ((daemon.status() or {}).get("web") or {}).get("url"), 30, "the web server")
+    metrics = httpx.get(url + "metrics", timeout=30).text
+    for node_id in node_ids(cluster):
+        assert f'stemd_cluster_node_slots{{host="{found["node"]["host"]}",node="{node_id}",state="serving"}} 1.0' in metrics
 
     # a head restart finds the cluster again
     assert daemon.stop() == 0
