@@ -141,7 +141,7 @@ def _spec(settings: Any) -> Any:
 def _run_jobs(slot: Any, track: Path, folder: Path, count: int) -> list[float]:
     """Wall time of each job from sending its task to receiving ``done`` (after a warm-up)."""
     from stemd.engine.types import SeparationOptions
-    from stemd.worker.process import Task
+    from stemd.worker.protocol import Task, TaskMsg
     slot.ensure_started()
     walls = []
     try:
@@ -150,7 +150,7 @@ def _run_jobs(slot: Any, track: Path, folder: Path, count: int) -> list[float]:
                         stage_dir=str(folder / f"stage{job}"), work_dir=str(folder / f"work{job}"),
                         template="{track}/{stem}.{ext}", track="short", profile="bench")
             began = time.perf_counter()
-            slot.send(("task", task))
+            slot.send(TaskMsg(task))
             _wait_done(slot, job + 1)
             if job:                                   # the first one loads the model
                 walls.append(time.perf_counter() - began)
@@ -160,13 +160,14 @@ def _run_jobs(slot: Any, track: Path, folder: Path, count: int) -> list[float]:
 
 
 def _wait_done(slot: Any, job_id: int) -> None:
+    from stemd.worker.protocol import Done, Failed
     while True:
         if not slot.conn.poll(300):
             raise RuntimeError(f"job {job_id}: no answer from slot {slot.name}")
         message = slot.conn.recv()
-        if message[0] == "failed":
-            raise RuntimeError(f"job {job_id} failed: {message[2]}")
-        if message[0] == "done" and message[1] == job_id:
+        if isinstance(message, Failed):
+            raise RuntimeError(f"job {job_id} failed: {message.message}")
+        if isinstance(message, Done) and message.job_id == job_id:
             return
 
 

@@ -61,6 +61,12 @@ class OutOfMemory(EngineError):
     kind = "oom"
 
 
+class DeviceError(EngineError):
+    """A GPU or other accelerator cannot run the job; the next attempt runs on the CPU."""
+
+    kind = "device"
+
+
 class DiskFull(StemdError):
     """A write failed for lack of space; the input is kept and the job retried later."""
 

@@ -11,7 +11,13 @@ Formats (``setup_logging(fmt=...)``):
 - ``auto``: ``journal`` under journald, else ``text``.
 
 A record is about a job when it has a ``job`` attribute: pass
-``extra={"job": job_id}`` or log through ``job_logger(log, job_id)``.
+``extra={"job": job_id}``, log through ``job_logger(log, job_id)``, write the message as
+``log.info("job %s: ...", job_id)`` (the prefix becomes the field), or log inside
+``job_context(job_id)`` (a worker does while it runs a job).
+
+Worker processes do not write log lines themselves: they forward their records to the
+supervisor (``install(handler, level)`` with a forwarding handler), which writes them
+with ``replay`` in its own format, so ``--log-format json`` covers every process.
 """
 from __future__ import annotations
 
@@ -20,8 +26,10 @@ import logging
 import logging.handlers
 import os
 import sys
+import threading
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -36,6 +44,8 @@ QUIET_LIBRARIES = {"apscheduler": logging.WARNING, "watchdog": logging.INFO,
 _SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4,
                     logging.INFO: 6, logging.DEBUG: 7}
 _HANDLER_NAME = "stemd"
+_JOB_PREFIX = "job %s: "
+_context = threading.local()
 
 
 class TextFormatter(logging.Formatter):
@@ -93,6 +103,60 @@ class JobAdapter(_Adapter):
 def job_logger(logger: logging.Logger, job: int | str) -> JobAdapter:
     """``job_logger(log, 42).info("started")`` logs ``job=42 started``."""
     return JobAdapter(logger, {"job": job})
+
+
+@contextmanager
+def job_context(job: int) -> Iterator[None]:
+    """What this thread logs meanwhile is about ``job`` (unless a record names another)."""
+    previous = getattr(_context, "job", None)
+    _context.job = job
+    try:
+        yield
+    finally:
+        _context.job = previous
+
+
+class JobField(logging.Filter):
+    """Gives a record its ``job``: from ``extra``, the ``"job %s: "`` form of its message
+    (the prefix is taken off: the formatter writes ``job=ID``), or ``job_context``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        _take_job_prefix(record)
+        job = getattr(_context, "job", None)
+        if getattr(record, "job", None) is None and job is not None:
+            record.job = job
+        return True
+
+
+def _take_job_prefix(record: logging.LogRecord) -> None:
+    args = record.args
+    if not (isinstance(record.msg, str) and record.msg.startswith(_JOB_PREFIX)
+            and isinstance(args, tuple) and args):
+        return
+    named = getattr(record, "job", None)
+    if named is None or str(named) == str(args[0]):
+        record.job, record.msg, record.args = args[0], record.msg[len(_JOB_PREFIX):], args[1:]
+
+
+def install(handler: logging.Handler, level: str) -> None:
+    """Make ``handler`` the process's stemd handler (a worker's forwarding one)."""
+    _install(handler, getattr(logging, level.upper()))
+
+
+def replay(name: str, levelno: int, message: str, created: float, job: int | None = None,
+           exc_text: str | None = None) -> None:
+    """Write a record another process (a worker) logged, as if logged here."""
+    record = logging.makeLogRecord({
+        "name": name, "levelno": levelno, "levelname": logging.getLevelName(levelno),
+        "msg": message, "args": None, "created": created, "msecs": created % 1 * 1000,
+        "exc_text": exc_text, **({"job": job} if job is not None else {})})
+    logging.getLogger(name).handle(record)
+
+
+def level_name() -> str:
+    """The level this process logs at, as a config word (``info``)."""
+    level = logging.getLogger().getEffectiveLevel()
+    return next((name for name in LEVELS if getattr(logging, name.upper()) >= level), "error")
 
 
 def setup_logging(level: str = "info", fmt: str = "auto", log_file: Path | None = None) -> str:
@@ -160,6 +224,7 @@ def _install(handler: logging.Handler, level: int) -> None:
         root.removeHandler(old)
         old.close()
     handler.set_name(_HANDLER_NAME)
+    handler.addFilter(JobField())
     root.addHandler(handler)
     root.setLevel(level)
     for name, floor in QUIET_LIBRARIES.items():
@@ -176,6 +241,8 @@ def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> 
     parts = []
     if record.exc_info:
         parts.append(formatter.formatException(record.exc_info))
+    elif record.exc_text:                    # replayed from a worker: already text
+        parts.append(record.exc_text)
     if record.stack_info:
         parts.append(formatter.formatStack(record.stack_info))
     return "\n".join(parts)

@@ -80,8 +80,9 @@ class DaemonProcess:
     """``stemd run`` in the background, with helpers to wait on the job database."""
 
     def __init__(self, config: Path, state_dir: Path, env: Optional[dict[str, str]] = None,
-                 log: Optional[Path] = None) -> None:
+                 log: Optional[Path] = None, log_format: str = "text") -> None:
         self.config = config
+        self.log_format = log_format
         self.state_dir = state_dir
         self.env = env or env_for_tests()
         self.log_path = log or state_dir.parent / "daemon.log"
@@ -92,7 +93,7 @@ class DaemonProcess:
         handle = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "stemd", "--config", str(self.config), "run",
-             "--log-format", "text"], stdout=handle, stderr=subprocess.STDOUT, env=self.env,
+             "--log-format", self.log_format], stdout=handle, stderr=subprocess.STDOUT, env=self.env,
             cwd=str(ROOT), start_new_session=True)
         handle.close()
         if wait_ready:

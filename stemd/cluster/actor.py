@@ -24,7 +24,8 @@ from stemd.cluster import messages
 from stemd.cluster.transfer import get_file, put_file
 from stemd.engine.types import SeparationResult
 from stemd.worker import process as worker
-from stemd.worker.process import Task, WorkerSpec
+from stemd.worker.process import WorkerSpec
+from stemd.worker.protocol import Task
 
 log = logging.getLogger(__name__)
 SCRATCH_PREFIX = "stemd-actor-"
@@ -42,8 +43,6 @@ class Stems:
 
 class WorkerActor:
     def __init__(self, spec: WorkerSpec, shared: bool, chunk_size: int) -> None:
-        logging.basicConfig(level=spec.log_level.upper(),
-                            format=f"actor[{spec.slot}] %(levelname)s %(name)s: %(message)s")
         self.shared = shared
         self.chunk_size = chunk_size
         _remove_stale_scratch(Path(tempfile.gettempdir()))

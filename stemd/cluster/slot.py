@@ -13,7 +13,7 @@ import logging
 import multiprocessing
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Optional
@@ -31,7 +31,7 @@ CALL_TIMEOUT = 60.0
 NODE_GRACE = 10.0   # seconds to wait for Ray to report a node dead after its actor failed
 
 
-@dataclass
+@dataclass(eq=False)
 class RemoteSlot:
     index: int
     kind: str                     # "gpu" | "cpu"
@@ -44,7 +44,8 @@ class RemoteSlot:
     jobs_done: int = 0
     free_vram: Optional[int] = None
     retired: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    preloaded: Optional[str] = None          # the model a Preload asked for, until Unloaded
+    ahead_of: Optional[int] = None
     process: None = None          # no local process: the worker lives on the node
     conn: Optional[Connection] = None
     link: Optional["Link"] = None
@@ -55,9 +56,10 @@ class RemoteSlot:
     def name(self) -> str:
         return f"{self.node.host}/{self.kind}{self.index}"
 
-    @property
     def pid(self) -> Optional[int]:
-        return self.link.pid if self.link else None
+        """The actor's process id on its node (from its worker's Ready)."""
+        link = self.link
+        return link.pid if link else None
 
     def alive(self) -> bool:
         return not self.lost and self.link is not None and self.link.failure is None
@@ -67,7 +69,7 @@ class RemoteSlot:
         self.conn = parent
         self.link = Link(self, child)
         self.jobs_done = 0
-        self.extra.pop("preloaded", None)
+        self.preloaded = None
         log.info("slot %s: worker actor started on node %s (%s)", self.name, self.node.host,
                  self.node.node_id[:12])
 
@@ -118,6 +120,15 @@ class RemoteSlot:
             self.link.close()
         self.close()
         return None
+
+    def close_pipe(self) -> None:
+        """The link's end of the pipe is gone: the actor failed (see ``death``)."""
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except OSError:
+                pass
+            self.conn = None
 
     def close(self) -> None:
         if self.conn is not None:

@@ -40,7 +40,7 @@ TICK = 0.25
 def inbox_specs(config: Config) -> list[InboxSpec]:
     intake = config.intake
     exclude = (config.state_dir, config.outbox.path, config.archive_dir, config.failed_dir)
-    return [InboxSpec(path=inbox.path, profile=inbox.profile,
+    return [InboxSpec(path=inbox.path, profile=inbox.profile, priority=inbox.priority,
                       settle_seconds=intake.settle_seconds,
                       network_settle_seconds=intake.network_settle_seconds,
                       subfolder_profiles=inbox.subfolders, extra_ignore=tuple(intake.ignore),
@@ -63,7 +63,7 @@ def intake_settings(config: Config) -> IntakeSettings:
 
 
 def make_folders(config: Config) -> None:
-    for folder in (config.state_dir, config.outbox.path, config.staging_dir, config.cache_dir,
+    for folder in (config.state_dir, config.outbox.path, config.cache_dir,
                    config.archive_dir, config.failed_dir, *(i.path for i in config.inbox)):
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -144,7 +144,7 @@ class Daemon:
         from stemd.cluster.settings import ClusterSettings
         self.cluster = ClusterPool(ClusterSettings.from_config(self.config))
         self.cluster.connect()
-        self.dispatcher.attach_cluster(self.cluster)
+        self.dispatcher.pool.attach_cluster(self.cluster)
 
     def _plan(self, config: Config) -> SlotPlan:
         """Slots for ``config``; GPUs are counted once (a subprocess importing torch)."""
@@ -169,7 +169,8 @@ class Daemon:
                 self._prewarm_if_settling()
                 for candidate in self.watcher.loop(time.monotonic()):
                     self.intake.offer(Arrival(candidate.path, candidate.profile,
-                                              candidate.inbox.path, size=candidate.size,
+                                              candidate.inbox.path, candidate.inbox.priority,
+                                              size=candidate.size,
                                               mtime=candidate.mtime))
             except Exception:
                 log.exception("watcher step failed; continuing")

@@ -1,17 +1,17 @@
-"""The dispatcher: slots, memory admission, deadlines, retries, publishing.
+"""The dispatcher: which job runs where, memory admission, and what becomes of a job.
 
-Huey-style: ``loop(now)`` is one step (read worker messages, watch running
-jobs, start new ones); the daemon's dispatcher thread calls it a few times a
-second and tests can drive it directly.
+Huey-style: ``loop(now)`` is one step (read worker messages, watch running jobs,
+start new ones); the daemon's dispatcher thread calls it a few times a second and
+tests can drive it directly, with ``now`` on the monotonic clock. The worker
+processes live in the slot pool (``stemd/dispatch/pool.py``), which reports what
+happened to each job as an event; the dispatcher decides what to do with the job.
 """
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
-from multiprocessing.connection import wait as wait_connections
 from typing import Any, Callable, Optional
 
 import psutil
@@ -22,9 +22,11 @@ from stemd.jobs.lifecycle import (PublishSettings, build_manifest, finish_job, p
 from stemd.config import Config, WorkersConfig
 from stemd.engine.types import ModelSource, OutputFormat, SeparationOptions, SeparationResult
 from stemd.output.naming import track_name
-from stemd.dispatch.slots import Running, Slot, describe_exit
+from stemd.output.publish import remove_empty_staging
+from stemd.dispatch.pool import (CancelAsked, DeadlinePassed, JobDone, JobFailed, JobProgress, PoolEvent, SlotPool, Stalled, WorkerDied)
+from stemd.dispatch.slots import Running, Slot
 from stemd.jobs.store import Job, State, Store
-from stemd.worker.process import Task, WorkerSpec
+from stemd.worker.protocol import Ahead, Failed, Task, TaskMsg
 
 log = logging.getLogger(__name__)
 LOOKAHEAD_AT = 50.0   # percent of a job done when its worker starts decoding the next input
@@ -40,7 +42,6 @@ class DispatchSettings:
     publish: PublishSettings
     source: ModelSource
     templates: dict[str, str]        # profile -> template
-    log_level: str = "info"
 
     @classmethod
     def from_config(cls, config: Config) -> "DispatchSettings":
@@ -52,7 +53,7 @@ class DispatchSettings:
         source = ModelSource(repo=config.models.repo, offline=config.models.offline,
                              allow_pickle=config.models.allow_pickle)
         templates = {name: config.template_for(name) for name in config.profiles}
-        return cls(config.workers, publish, source, templates, config.daemon.log_level)
+        return cls(config.workers, publish, source, templates)
 
 
 class Dispatcher:
@@ -63,125 +64,72 @@ class Dispatcher:
         self.settings = settings
         self.boot = boot
         self.space_check = space_check
-        self.slots: list[Slot] = []
         self.claiming = True
         self.waiting: dict[int, str] = {}
         self.paused_reason: Optional[str] = None
         self.model_stems: dict[str, int] = {}     # model -> stems it produces, once seen
         self._estimates: dict[int, int] = {}
-        self._retiring: list[Slot] = []
         self._hold: tuple[float, int] = (0.0, 0)   # (until, free slots) while a job waits
-        self.cluster: Any = None                    # a ClusterPool: remote slots on Ray nodes
-        self._resize(gpus, cpu_slots, threads)
+        self._staging_touched = True               # staging may hold an empty folder
+        self.pool = SlotPool(settings.workers, settings.source, gpus, cpu_slots, threads)
 
-    def attach_cluster(self, pool: Any) -> None:
-        """Cluster mode: ``pool.loop(now)`` gives the slots of nodes that join and leave."""
-        self.cluster = pool
-
-    def _scan_cluster(self, now: float) -> None:
-        added, gone = self.cluster.loop(now)
-        self.slots += added
-        for slot in gone:
-            self.slots.remove(slot)
-            if slot.running:
-                self._retiring.append(slot)   # its job fails as "node lost" on this step
-
-    # -- slots -----------------------------------------------------------------------
-    def _spec(self, index: int, device: str, threads: int) -> WorkerSpec:
-        return WorkerSpec(slot=index, device=device, threads=threads, source=self.settings.source,
-                          idle_unload=self.settings.workers.idle_unload, parent_pid=os.getpid(),
-                          log_level=self.settings.log_level)
-
-    def _resize(self, gpus: list[str], cpu_slots: int, threads: int) -> None:
-        wanted = [("gpu", device, 0) for device in gpus]
-        wanted += [("cpu", "cpu", threads)] * cpu_slots
-        kept: list[Slot] = []
-        remote = [s for s in self.slots if getattr(s, "node", None) is not None]
-        for index, (kind, device, count) in enumerate(wanted):
-            spec = self._spec(index, device, count)
-            old = next((s for s in self.slots if s.kind == kind and s.device == device
-                        and s not in kept and not s.retired), None)
-            if old is not None and old.spec == spec:
-                kept.append(old)
-            else:
-                if old is not None:
-                    old.retired = True
-                kept.append(Slot(index, kind, device, spec))
-        for slot in self.slots:
-            if slot not in kept and slot not in remote:
-                slot.retired = True
-        self._retiring = [s for s in self.slots if s.retired and s not in kept]
-        self.slots = kept + remote
+    @property
+    def slots(self) -> list[Slot]:
+        return self.pool.slots
 
     def reconfigure(self, settings: DispatchSettings, gpus: list[str], cpu_slots: int,
                     threads: int) -> None:
         """Apply a reloaded config; busy slots that go away finish their job first."""
         self.settings = settings
         self._hold = (0.0, 0)
-        self._resize(gpus, cpu_slots, threads)
+        self.pool.resize(settings.workers, settings.source, gpus, cpu_slots, threads)
 
     # -- the step ------------------------------------------------------------------------
     def loop(self, now: Optional[float] = None, timeout: float = 0.0) -> None:
-        self._read_messages(timeout)
-        now = time.time() if now is None else now
-        if self.cluster is not None:
-            self._scan_cluster(now)
-        for slot in self._all_slots():
-            self._watch(slot, now)
-        self._retire_idle()
+        """One step; ``now`` is monotonic time (deadlines, stalls, re-checks)."""
+        for event in self.pool.read(timeout):
+            self._on_event(event)
+        now = time.monotonic() if now is None else now
+        self.pool.scan_cluster(now)
+        for event in self.pool.watch(now):
+            self._on_event(event)
+        self.pool.retire_idle()
         if self.claiming:
             self._dispatch(now)
-            self._look_ahead(now)
+            self._look_ahead()
+        self._tidy_staging()
+
+    def _tidy_staging(self) -> None:
+        """When nothing is being written, no empty staging folder stays in the outbox."""
+        if self._staging_touched and not self.busy():
+            remove_empty_staging(self.settings.publish.staging_dir)
+            self._staging_touched = False
 
     def _all_slots(self) -> list[Slot]:
-        return self.slots + [s for s in self._retiring if s.running]
+        return self.pool.all_slots()
 
-    def _read_messages(self, timeout: float) -> None:
-        conns = {slot.conn: slot for slot in self._all_slots() if slot.conn is not None}
-        if not conns:
-            if timeout:
-                time.sleep(timeout)
-            return
-        for conn in wait_connections(list(conns), timeout):
-            slot = conns[conn]  # type: ignore[index]
-            while slot.conn is not None and slot.conn.poll():
-                try:
-                    message = slot.conn.recv()
-                except (EOFError, OSError):
-                    break
-                self._handle(slot, message)
-
-    def _handle(self, slot: Slot, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "ready":
-            slot.free_vram = message[2]
-        elif kind == "progress" and slot.running and slot.running.job_id == message[1]:
-            slot.running.progress = message[2]
-            slot.running.last_progress = time.time()
-            self.store.heartbeat(message[1], self.boot, message[2], time.time())
-        elif kind == "done" and slot.running and slot.running.job_id == message[1]:
-            self._on_done(slot, message[2], message[3])
-        elif kind == "failed" and slot.running and slot.running.job_id == message[1]:
-            self._on_failed(slot, message[2])
-
-    # -- watching running jobs --------------------------------------------------------------
-    def _watch(self, slot: Slot, now: float) -> None:
-        run = slot.running
-        if run is None:
-            return
-        run.peak_rss = max(run.peak_rss, slot.rss())
-        if not slot.alive():
+    def _on_event(self, event: PoolEvent) -> None:
+        """What becomes of a job after what happened to its slot."""
+        slot = event.slot
+        if slot.running is not event.run:
+            return                              # already handled (stale event)
+        if isinstance(event, JobProgress):
+            self.store.heartbeat(event.run.job_id, self.boot, event.percent, time.time())
+        elif isinstance(event, JobDone):
+            self._on_done(slot, event.result, event.wall)
+        elif isinstance(event, JobFailed):
+            self._on_failed(slot, event.failure)
+        elif isinstance(event, WorkerDied):
             death = getattr(slot, "death", None)       # a remote slot says why (node lost)
-            kind, message = death() if death else ("crash", "")
-            code = slot.kill()
-            self._attempt_failed(slot, kind, message or f"The worker process died ({describe_exit(code)}).",
+            kind, message = death() if death else ("crash", f"The worker process died ({event.exit}).")
+            self._attempt_failed(slot, kind, message,
                                  "If this repeats, the input or the model may be at fault; "
                                  "see the log.", permanent=False)
-        elif run.cancel:
+        elif isinstance(event, CancelAsked):
             self._stop_job(slot, "canceled")
-        elif now > run.deadline:
+        elif isinstance(event, DeadlinePassed):
             self._stop_job(slot, "timeout")
-        elif now - run.last_progress > self.settings.workers.stall_timeout:
+        elif isinstance(event, Stalled):
             self._stop_job(slot, "hung")
 
     def _stop_job(self, slot: Slot, why: str) -> None:
@@ -205,22 +153,10 @@ class Dispatcher:
 
     def prewarm(self, model: str, device: str) -> None:
         """A file is settling: start an idle slot's worker and load the model ahead of the job."""
-        free = [s for s in self.slots if s.running is None]
-        wanted = {"gpu": [s for s in free if s.kind == "gpu"], "cpu": [s for s in free if s.kind == "cpu"]}
-        order = wanted.get(device) or (wanted["gpu"] + wanted["cpu"])
-        slot = order[0] if order else None
-        if slot is None or (slot.alive() and slot.extra.get("preloaded") == model):
-            return
-        slot.ensure_started()
-        slot.extra["preloaded"] = model
-        slot.send(("preload", model))
+        self.pool.prewarm(model, device)
 
     def cancel(self, job_id: int) -> bool:
-        for slot in self._all_slots():
-            if slot.running and slot.running.job_id == job_id:
-                slot.running.cancel = True
-                return True
-        return False
+        return self.pool.cancel(job_id)
 
     def relieve_memory_pressure(self, floor: int) -> Optional[int]:
         """Below the memory floor, stop the youngest job and requeue it. Returns its id."""
@@ -270,13 +206,15 @@ class Dispatcher:
         self._clear(slot)
         self._maybe_recycle(slot)
 
-    def _on_failed(self, slot: Slot, payload: dict[str, Any]) -> None:
+    def _on_failed(self, slot: Slot, failure: Failed) -> None:
         run = slot.running
         assert run is not None
-        if payload["kind"] == "oom":
+        if failure.kind == "oom":
             self._shrink_after_oom(slot, run)
-        self._attempt_failed(slot, payload["kind"], payload["message"], payload["hint"],
-                             payload["permanent"], keep_worker=True)
+        elif failure.kind == "device":
+            self._cpu_after_device_error(run)
+        self._attempt_failed(slot, failure.kind, failure.message, failure.hint,
+                             failure.permanent, keep_worker=True)
 
     def _shrink_after_oom(self, slot: Slot, run: Running) -> None:
         """Next attempt: batch of one; if that already ran out of memory, the CPU."""
@@ -289,6 +227,12 @@ class Dispatcher:
         elif slot.kind == "gpu":
             options["force_device"] = "cpu"
         self.store.set_options(job.id, options)
+
+    def _cpu_after_device_error(self, run: Running) -> None:
+        """A GPU or MPS device failed: the next attempt runs on the CPU."""
+        job = self.store.get(run.job_id)
+        if job is not None:
+            self.store.set_options(job.id, {**job.options, "force_device": "cpu"})
 
     def _attempt_failed(self, slot: Slot, kind: str, message: str, hint: str, permanent: bool,
                         keep_worker: bool = False) -> None:
@@ -318,43 +262,36 @@ class Dispatcher:
         slot.running = None
 
     def _maybe_recycle(self, slot: Slot) -> None:
-        workers = self.settings.workers
-        rss = slot.rss()
-        if slot.jobs_done >= workers.max_jobs_per_worker or rss > workers.max_worker_rss:
-            log.info("slot %s: recycling its worker after %s jobs (%d MiB resident)", slot.name,
-                     slot.jobs_done, rss >> 20)
-            slot.stop()
-
-    def _retire_idle(self) -> None:
-        for slot in list(self._retiring):
-            if slot.running is None:
-                slot.stop()
-                self._retiring.remove(slot)
+        self.pool.recycle_if_due(slot)
 
     # -- dispatch -----------------------------------------------------------------------------
     def _dispatch(self, now: float) -> None:
-        free = [s for s in self.slots if s.running is None]
+        """Start what can start; ``now`` (monotonic) paces the re-checks of a waiting job,
+        the wall clock is what the job database stores."""
+        free = self.pool.free()
         if not free or self._holding(now, len(free)):
             return
         self.waiting, self.paused_reason = {}, None
         busy_keys = self._busy_keys()
-        for job in self.store.runnable(now):
+        wall = time.time()
+        for job in self.store.runnable(wall):
             if not free:
                 return
+            self._staging_touched = True
             if job.key and job.key in busy_keys:
                 self.waiting[job.id] = "waiting for an identical job to finish (served from cache)"
                 continue
-            if self._try_cache(job, now):
+            if self._try_cache(job, wall):
                 continue
             slot = self._pick_slot(job, free)
             if slot is None:
                 self.waiting[job.id] = self._no_slot_reason(job)
                 continue
-            if not self._admit(job, slot, now):
+            if not self._admit(job, slot, wall):
                 if job.id in self.waiting:          # not failed outright: it waits
                     self._hold = (now + RECHECK_WAITING, len(free))
                 return   # first in, first out: later jobs wait behind this one
-            if self._start(job, slot, now):
+            if self._start(job, slot, now, wall):
                 free.remove(slot)
                 busy_keys.add(job.key)
 
@@ -364,22 +301,22 @@ class Dispatcher:
         until, free_then = self._hold
         return now < until and free <= free_then
 
-    def _look_ahead(self, now: float) -> None:
+    def _look_ahead(self) -> None:
         """Halfway through a job, tell its worker which input to decode next."""
         for slot in self.slots:
             run = slot.running
-            if run is None or run.progress < LOOKAHEAD_AT or slot.extra.get("ahead_of") == run.job_id:
+            if run is None or run.progress < LOOKAHEAD_AT or slot.ahead_of == run.job_id:
                 continue
-            slot.extra["ahead_of"] = run.job_id
-            job = self._next_for(slot, run.model, now)
+            slot.ahead_of = run.job_id
+            job = self._next_for(slot, run.model)
             if job is not None:
                 folder = work_dir(self.settings.publish, job.id, job.attempts + 1) / f"ahead-{slot.name}"
-                slot.send(("ahead", job.id, job.input, run.model, str(folder)))
+                slot.send(Ahead(job.id, job.input, run.model, str(folder)))
 
-    def _next_for(self, slot: Slot, model: str, now: float) -> Optional[Job]:
+    def _next_for(self, slot: Slot, model: str) -> Optional[Job]:
         """The job ``slot`` would run next, if it is for ``model`` and will be separated."""
         busy_keys = self._busy_keys()
-        for job in self.store.runnable(now):
+        for job in self.store.runnable(time.time()):
             if (job.key and job.key in busy_keys) or self._cached(job) \
                     or self._pick_slot(job, [slot]) is None:
                 continue
@@ -459,8 +396,8 @@ class Dispatcher:
             self._move_failed_input(job.id, reason, "")
             log.error("job %s: %s", job.id, reason)
 
-    def _start(self, job: Job, slot: Slot, now: float) -> bool:
-        if not self.store.claim(job.id, self.boot, slot.index, slot.device, now):
+    def _start(self, job: Job, slot: Slot, now: float, wall: float) -> bool:
+        if not self.store.claim(job.id, self.boot, slot.index, slot.device, wall):
             return False
         attempt = job.attempts + 1
         task = self._task(job, attempt)
@@ -469,11 +406,12 @@ class Dispatcher:
         limit = admission.deadline_seconds(job.duration or 0.0, admission.speed(measured, slot.kind),
                                            int(job.options.get("shifts", 1)), workers.job_timeout,
                                            workers.job_timeout_cap)
-        slot.running = Running(job.id, job.key, attempt, task, now, now + limit, now,
-                               self._estimates.pop(job.id, 0), job.duration or 0.0,
-                               job.options.get("model", ""))
+        slot.running = Running(job.id, job.key, attempt, task, started=now, deadline=now + limit,
+                               last_progress=now, estimate=self._estimates.pop(job.id, 0),
+                               duration=job.duration or 0.0, model=job.options.get("model", ""),
+                               started_at=wall)
         slot.ensure_started()
-        if not slot.send(("task", task)):
+        if not slot.send(TaskMsg(task)):
             self._attempt_failed(slot, "crash", "The worker could not be reached.", "", False)
             return False
         log.info("job %s: started on %s (attempt %s, deadline %.0f s)", job.id, slot.name,
@@ -495,7 +433,7 @@ class Dispatcher:
 
     # -- shutdown ---------------------------------------------------------------------------------
     def busy(self) -> bool:
-        return any(s.running for s in self._all_slots())
+        return self.pool.busy()
 
     def stop_all(self, requeue_note: str) -> None:
         """Kill every worker; running jobs go back to the queue (attempt not counted)."""
@@ -509,22 +447,12 @@ class Dispatcher:
                 slot.running = None
 
     def snapshot(self) -> dict[str, Any]:
-        slots = []
-        for slot in self.slots:
-            run = slot.running
-            pid = slot.process.pid if slot.process else getattr(slot, "pid", None)
-            slots.append({"name": slot.name, "device": slot.device, "pid": pid,
-                          "node": getattr(slot, "node", None) and slot.node.label(),  # type: ignore[attr-defined]
-                          "alive": slot.alive(),
-                          "job": run.job_id if run else None,
-                          "progress": round(run.progress, 1) if run else None,
-                          "started": run.started if run else None,
-                          "rss": slot.rss(), "jobs_done": slot.jobs_done})
-        return {"slots": slots, "nodes": self.cluster.snapshot() if self.cluster else [],
-                "waiting": {str(k): v for k, v in self.waiting.items()},
+        """For the status file; safe to call from another thread."""
+        waiting = dict(self.waiting)            # one copy: the dispatcher thread changes it
+        return {"slots": self.pool.snapshot(), "nodes": self.pool.nodes(),
+                "waiting": {str(k): v for k, v in waiting.items()},
                 "paused": self.paused_reason, "claiming": self.claiming}
 
     def healthy(self) -> bool:
         """Busy slots have a live worker (a dead one is respawned on the next step)."""
-        return all(slot.alive() for slot in self.slots if slot.running)
-
+        return self.pool.healthy()

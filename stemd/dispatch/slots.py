@@ -1,18 +1,25 @@
-"""Worker slots: one process each, started lazily, watched, killed and respawned."""
+"""Worker slots: one process each, started lazily, watched, killed and respawned.
+
+A slot is changed by the dispatcher thread only; the main thread reads it (status,
+health). Every access to the process and its pipe holds the slot's lock, so a read
+never meets a process being closed.
+"""
 from __future__ import annotations
 
 import logging
 import multiprocessing
 import signal
+import threading
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any, Optional
+from typing import Optional
 
 import psutil
 
 from stemd.worker import process as worker
-from stemd.worker.process import Task, WorkerSpec
+from stemd.worker.process import WorkerSpec
+from stemd.worker.protocol import Stop, Task, ToWorker
 
 log = logging.getLogger(__name__)
 _CTX = multiprocessing.get_context("spawn")
@@ -20,7 +27,8 @@ _CTX = multiprocessing.get_context("spawn")
 
 @dataclass
 class Running:
-    """The job a slot is working on."""
+    """The job a slot is working on. Intervals use the monotonic clock (``started``,
+    ``deadline``, ``last_progress``); ``started_at`` is the wall-clock time, for display."""
 
     job_id: int
     key: str
@@ -32,12 +40,13 @@ class Running:
     estimate: int
     duration: float
     model: str
+    started_at: float = 0.0
     progress: float = 0.0
     peak_rss: int = 0
     cancel: bool = False
 
 
-@dataclass
+@dataclass(eq=False)
 class Slot:
     index: int
     kind: str                     # "gpu" | "cpu"
@@ -49,14 +58,21 @@ class Slot:
     jobs_done: int = 0
     free_vram: Optional[int] = None
     retired: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    preloaded: Optional[str] = None          # the model a Preload asked for, until Unloaded
+    ahead_of: Optional[int] = None           # the job whose worker was told what comes next
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
     def name(self) -> str:
         return f"{self.kind}{self.index}"
 
     def alive(self) -> bool:
-        return self.process is not None and self.process.is_alive()
+        with self._lock:
+            return self.process is not None and self.process.is_alive()
+
+    def pid(self) -> Optional[int]:
+        with self._lock:
+            return self.process.pid if self.process is not None else None
 
     def start(self) -> None:
         parent, child = _CTX.Pipe()
@@ -64,9 +80,10 @@ class Slot:
                                name=f"stemd-worker-{self.name}", daemon=False)
         process.start()
         child.close()
-        self.process, self.conn = process, parent
+        with self._lock:
+            self.process, self.conn = process, parent
         self.jobs_done = 0
-        self.extra.pop("preloaded", None)
+        self.preloaded = None
         log.info("slot %s: worker started (pid %s, device %s, %s threads)", self.name,
                  process.pid, self.device, self.spec.threads or "default")
 
@@ -75,13 +92,22 @@ class Slot:
             self.close()
             self.start()
 
-    def send(self, message: tuple[Any, ...]) -> bool:
-        try:
-            assert self.conn is not None
-            self.conn.send(message)
-            return True
-        except (OSError, AssertionError, BrokenPipeError):
-            return False
+    def send(self, message: ToWorker) -> bool:
+        with self._lock:
+            if self.conn is None:
+                return False
+            try:
+                self.conn.send(message)
+                return True
+            except OSError:
+                return False
+
+    def close_pipe(self) -> None:
+        """The worker's end is gone (EOF): stop listening to it."""
+        with self._lock:
+            conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
 
     def rss(self) -> int:
         """Resident memory of the worker process and its children (ffmpeg).
@@ -89,10 +115,11 @@ class Slot:
         A child between fork and exec still shares the worker's pages, and psutil would
         report them twice: children still running the worker's own program are skipped.
         """
-        if self.process is None or self.process.pid is None:
+        pid = self.pid()
+        if pid is None:
             return 0
         try:
-            proc = psutil.Process(self.process.pid)
+            proc = psutil.Process(pid)
             total = proc.memory_info().rss
             name = proc.name()
             return int(total + sum(_exec_child_rss(c, name) for c in proc.children(recursive=True)))
@@ -101,40 +128,42 @@ class Slot:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Ask the worker to exit; kill it if it does not."""
-        if self.alive():
-            self.send(("stop",))
-            assert self.process is not None
-            self.process.join(timeout)
+        if self.alive() and self.send(Stop()):
+            with self._lock:
+                if self.process is not None:
+                    self.process.join(timeout)
         self.kill()
 
     def kill(self, grace: float = 3.0) -> Optional[int]:
         """End the worker: SIGTERM, then SIGKILL. Returns its exit code."""
-        process = self.process
-        if process is None:
-            return None
-        if process.is_alive():
-            _kill_children(process.pid)
-            process.terminate()
-            process.join(grace)
-        if process.is_alive():
-            process.kill()
-            process.join(grace)
-        code = process.exitcode
-        self.close()
-        return code
+        with self._lock:
+            process = self.process
+            if process is None:
+                return None
+            if process.is_alive():
+                _kill_children(process.pid)
+                process.terminate()
+                process.join(grace)
+            if process.is_alive():
+                process.kill()
+                process.join(grace)
+            code = process.exitcode
+            self.close()
+            return code
 
     def close(self) -> None:
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except OSError:
-                pass
-        if self.process is not None:
-            try:
-                self.process.close()
-            except ValueError:
-                pass
-        self.process, self.conn = None, None
+        with self._lock:
+            if self.conn is not None:
+                try:
+                    self.conn.close()
+                except OSError:
+                    pass
+            if self.process is not None:
+                try:
+                    self.process.close()
+                except ValueError:
+                    pass
+            self.process, self.conn = None, None
 
 
 def _kill_children(pid: Optional[int]) -> None:

@@ -1,10 +1,14 @@
-"""Run batches of segments through a model on the CPU or a CUDA GPU.
+"""Run batches of segments through a model on the CPU, a CUDA GPU or Apple's MPS.
 
 On CUDA the input is staged in pinned host memory and copied asynchronously;
 the output comes back the same way, so the host prepares the next batch and
 accumulates the previous one while the GPU computes (``submit`` returns before
 the work is done; ``Pending.result`` waits). Autocast (bf16/fp16) and TF32 are
-CUDA-only; on the CPU everything runs in fp32.
+CUDA-only; on the CPU everything runs in fp32. On MPS each batch is copied to the
+device and back (PyTorch's MPS backend has the FFTs demucs needs; the worker sets
+``PYTORCH_ENABLE_MPS_FALLBACK=1`` so that any operator it lacks runs on the CPU).
+A device that fails (not for lack of memory) is a ``DeviceError``: never permanent,
+the next attempt runs on the CPU.
 """
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ GPU_MAX_BATCH = 16
 BYTES_PER_WINDOW_SAMPLE = 3000  # peak working memory of full-size htdemucs, fp32, per sample
 MEMORY_SHARE = 0.5              # of free memory a batch may take
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+CPU_FALLBACK_HINT = "stemd retries the job on the CPU."
+_DEVICE_WORDS = ("cuda", "mps", "metal", "device", "cublas", "cudnn", "nvrtc")
 
 
 def auto_batch_size(device: str, window: int, requested: int = 0) -> int:
@@ -32,6 +38,9 @@ def auto_batch_size(device: str, window: int, requested: int = 0) -> int:
     if device.startswith("cuda"):
         free, _ = torch.cuda.mem_get_info(torch.device(device))
         cap = GPU_MAX_BATCH
+    elif device == "mps":                    # unified memory: the GPU shares the RAM
+        import psutil
+        free, cap = psutil.virtual_memory().available, GPU_MAX_BATCH
     else:
         import psutil
         free, cap = psutil.virtual_memory().available, CPU_MAX_BATCH
@@ -62,10 +71,10 @@ class Runner:
             log.info("precision %s applies on CUDA only; running fp32 on %s", precision, device)
 
     def submit(self, model: Any, batch: np.ndarray) -> Pending:
-        if not self.cuda:
-            with torch.inference_mode():
-                return Pending(model(torch.from_numpy(batch)).float())
-        return self._submit_cuda(model, batch)
+        if self.cuda:
+            return self._submit_cuda(model, batch)
+        with torch.inference_mode():          # the CPU, or MPS there and back
+            return Pending(model(torch.from_numpy(batch).to(self.device)).float().cpu())
 
     def _submit_cuda(self, model: Any, batch: np.ndarray) -> Pending:
         host = torch.from_numpy(batch).pin_memory()
@@ -81,6 +90,14 @@ class Runner:
         if self.precision == "fp32":
             return contextlib.nullcontext()
         return torch.autocast("cuda", dtype=DTYPES[self.precision])
+
+
+def is_device_error(exc: BaseException, device: str) -> bool:
+    """An accelerator's own failure (a driver, an operator it lacks), not the input's."""
+    if device == "cpu" or not isinstance(exc, (RuntimeError, NotImplementedError)):
+        return False
+    text = str(exc).lower()
+    return any(word in text for word in _DEVICE_WORDS)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

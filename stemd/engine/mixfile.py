@@ -25,6 +25,8 @@ from stemd.engine.types import AudioInfo
 log = logging.getLogger(__name__)
 
 READ_FRAMES = 1 << 16
+CUT_OFF_SECONDS = 0.25     # decoded audio may fall short of the stated duration by this much
+CUT_OFF_SHARE = 0.005      # ... or by this share of it (codec padding, rounding), whichever is more
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,19 @@ def prepare_mix(input: Path, info: AudioInfo, samplerate: int, channels: int,
     if frames == 0:
         raise InputError(f"{input.name} decoded to no audio at all.",
                          "Re-export the track; it holds no samples ffmpeg can decode.")
+    check_complete(input, info.duration, frames / samplerate)
     return PreparedMix(mix_path, frames, channels, samplerate, mean, std, info,
                        time.perf_counter() - began)
+
+
+def check_complete(input: Path, stated: float, decoded: float) -> None:
+    """A file whose audio stops well before the duration its header states was cut off
+    (a copy, sync or download that had not finished): for every format, not only WAV."""
+    if stated - decoded > max(CUT_OFF_SECONDS, CUT_OFF_SHARE * stated):
+        raise InputError(f"{input.name} looks cut off: its header says {stated:.2f} s but only "
+                         f"{decoded:.2f} s of audio could be decoded.",
+                         "The copy or download had probably not finished: let it finish, "
+                         "then deliver the file again.")
 
 
 def _decode(input: Path, info: AudioInfo, channels: int) -> Iterator[np.ndarray]:

@@ -12,8 +12,9 @@ from typing import Any, Optional
 
 import torch
 
-from stemd.errors import InvalidOption, ModelUnavailable
+from stemd.errors import DeviceError, ModelUnavailable
 from stemd.engine import hub
+from stemd.engine.device import CPU_FALLBACK_HINT
 from stemd.engine.process import tune_process
 from stemd.engine.layout import BagSpec, member_file, read_bag, safetensors_sources
 from stemd.engine.trust import check_pickle_trusted
@@ -100,11 +101,25 @@ def load_model(name: str, source: ModelSource, device: str = "cpu") -> "LoadedMo
 
 
 def _check_device(device: str) -> None:
+    """A device that cannot be used is never the job's fault: the job retries on the CPU."""
+    if device == "cpu":
+        return
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InvalidOption(f"Device {device} was asked for, but no CUDA GPU is usable.",
-                            "Set [workers] gpu = 0 or install a CUDA build of torch.")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise InvalidOption(f"Unknown device {device!r}.", "Use cpu or cuda[:N].")
+        raise DeviceError(f"Device {device} was asked for, but no CUDA GPU is usable.",
+                          CPU_FALLBACK_HINT + " Set [workers] gpu = 0 or install a CUDA "
+                          "build of torch.")
+    if device == "mps" and not mps_available():
+        raise DeviceError("Device mps was asked for, but Apple's Metal (MPS) backend is not "
+                          "usable here.", CPU_FALLBACK_HINT + " Set [workers] gpu = 0 to "
+                          "plan no GPU slot.")
+    if device != "mps" and not device.startswith("cuda"):
+        raise DeviceError(f"Unknown device {device!r}.",
+                          CPU_FALLBACK_HINT + " Devices are cpu, cuda[:N] and mps.")
+
+
+def mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
 
 
 def _load_from_repo(spec: BagSpec, source: ModelSource) -> Any:
@@ -150,7 +165,11 @@ def _load_from_hub(name: str, source: ModelSource, info: ModelInfo) -> Any:
 
 def _wrap(name: str, model: Any, device: str, info: ModelInfo) -> LoadedModel:
     from demucs.apply import BagOfModels
-    model.to(device)
+    try:
+        model.to(device)
+    except (RuntimeError, NotImplementedError) as exc:
+        raise DeviceError(f"Model {name} could not be moved to {device}: {exc}",
+                          CPU_FALLBACK_HINT) from exc
     if isinstance(model, BagOfModels):
         members, weights = list(model.models), [list(w) for w in model.weights]
         max_segment = float(model.max_allowed_segment)

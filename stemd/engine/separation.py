@@ -9,8 +9,8 @@ from typing import Callable, Optional
 
 import torch
 
-from stemd.errors import EngineError, InvalidOption, OutOfMemory, StemdError
-from stemd.engine.device import Runner, auto_batch_size, is_out_of_memory
+from stemd.errors import DeviceError, EngineError, InvalidOption, OutOfMemory, StemdError
+from stemd.engine.device import CPU_FALLBACK_HINT, Runner, auto_batch_size, is_device_error, is_out_of_memory
 from stemd.engine.encoders import disk_full, is_disk_full, open_encoder
 from stemd.engine.mixfile import PreparedMix, prepare_mix
 from stemd.engine.models import LoadedModel
@@ -45,7 +45,7 @@ def separate(model: LoadedModel, input: Path, opts: SeparationOptions, out_dir: 
     except StemdError:
         raise
     except Exception as exc:
-        raise _translate(exc) from exc
+        raise _translate(exc, model.device) from exc
 
 
 def check_options(model: LoadedModel, opts: SeparationOptions) -> None:
@@ -126,11 +126,14 @@ def _run_model(model: LoadedModel, mix: PreparedMix, reader: RawReader,
     return len(stream.members_run), time.perf_counter() - started
 
 
-def _translate(exc: BaseException) -> Exception:
+def _translate(exc: BaseException, device: str) -> Exception:
     if is_out_of_memory(exc):
         return OutOfMemory(f"Ran out of memory while separating: {exc}".strip(),
                            "Lower the batch size or the number of workers; the job is "
                            "retried with a smaller batch or on the CPU.")
+    if is_device_error(exc, device):
+        return DeviceError(f"The device {device} failed while separating: "
+                           f"{type(exc).__name__}: {exc}", CPU_FALLBACK_HINT)
     if is_disk_full(exc):
         return disk_full(getattr(exc, "filename", None) and Path(exc.filename))
     return EngineError(f"Separation failed: {type(exc).__name__}: {exc}",

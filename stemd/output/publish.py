@@ -98,6 +98,16 @@ def _free_name(target: Path) -> Path:
     raise FileExistsError(f"no free name next to {target}")
 
 
+def remove_empty_staging(staging: Path) -> None:
+    """Nothing is being written: the staging folder (and its trash), when empty, goes, so
+    that an idle outbox holds finished tracks only. It is made again for the next track."""
+    for folder in (staging / ".trash", staging):
+        try:
+            folder.rmdir()
+        except OSError:       # missing, or not empty: a leftover that cleanup handles
+            pass
+
+
 def find_published(output_dir: Optional[str], job_id: int) -> Optional[Path]:
     """The track folder a job published before a crash, if its manifest says so."""
     if not output_dir:

@@ -172,13 +172,24 @@ def render_launchd(scope: LaunchdScope, *, python: Path, config: Path, shutdown_
     logs = log_dir or default_log_dir(scope)
     values = {"PYTHON": str(python), "CONFIG": str(Path(config).absolute()),
               "LOG_FILE": str(logs / "stemd.log"), "STDERR_LOG": str(logs / "stemd.stderr.log"),
-              "EXIT_TIMEOUT": str(stop_timeout(shutdown_grace)), "USER": user,
-              "HOME": str(user_home(user))}
+              "USER": user, "HOME": str(user_home(user))}
     text = fill(read_template("launchd", LAUNCHD_TEMPLATES[scope]),
                 {key: escape(value) for key, value in values.items()})
+    exit_timeout = stop_timeout(shutdown_grace)
+    text = set_plist_integer(text, "ExitTimeOut", exit_timeout)
     data = text.encode("utf-8")
-    _check_plist(data, values)
+    _check_plist(data, values, exit_timeout)
     return data
+
+
+def set_plist_integer(text: str, key: str, value: int) -> str:
+    """Replace the ``<integer>`` after ``<key>key</key>``: the shipped plists hold valid
+    defaults there (a placeholder inside ``<integer>`` would not be a plist)."""
+    pattern = re.compile(rf"(<key>{re.escape(key)}</key>\s*<integer>)-?\d+(</integer>)")
+    new, count = pattern.subn(rf"\g<1>{int(value)}\g<2>", text)
+    if count != 1:
+        raise KeyError(f"the plist template has no integer {key}")
+    return new
 
 
 def render(kind: ServiceKind, scope: Scope, spec: ServiceSpec) -> str:
@@ -415,15 +426,15 @@ def _refuse_user_install_as_root(scope: Scope) -> None:
 
 # -- checks and helpers -------------------------------------------------------------
 
-def _check_plist(data: bytes, values: Mapping[str, str]) -> None:
+def _check_plist(data: bytes, values: Mapping[str, str], exit_timeout: int) -> None:
     try:
         plist = plistlib.loads(data)
     except Exception as exc:  # plistlib raises several types for malformed XML
         raise StemdError(f"The rendered launchd plist is not valid: {exc}.",
                          "Report this as a bug, with the paths in your config.") from None
-    if plist["ProgramArguments"][0] != values["PYTHON"]:
-        raise StemdError("The rendered launchd plist does not name this interpreter.",
-                         "Report this as a bug, with the path of your Python.")
+    if plist["ProgramArguments"][0] != values["PYTHON"] or plist["ExitTimeOut"] != exit_timeout:
+        raise StemdError("The rendered launchd plist does not name this interpreter or "
+                         "this shutdown grace.", "Report this as a bug, with your config.")
 
 
 def _check_absolute(path: Path, what: str) -> None:

@@ -39,6 +39,7 @@ class InboxSpec:
     path: Path
     profile: str = "default"
     settle_seconds: float | None = None
+    priority: int = 0                      # given to the jobs of files found here
     subfolder_profiles: Mapping[str, str] = field(default_factory=dict)
     extra_ignore: tuple[str, ...] = ()
     extensions: frozenset[str] = DEFAULT_EXTENSIONS

@@ -1,7 +1,7 @@
 """A worker decodes the next job's input while its model works on the current one.
 
 Halfway through a job the dispatcher tells the worker which queued job it will
-probably run next (``("ahead", job_id, input, model, folder)``). The worker decodes
+probably run next (``protocol.Ahead(job_id, input, model, folder)``). The worker decodes
 that input on a thread into ``folder``, inside the job's work folder. When the next
 task arrives, the result is used only if it is for that job, the same model and an
 input that has not changed since (size, mtime, inode); anything else is thrown away, and the task
@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from stemd.logs import job_context
 from stemd.watch.entries import Signature, signature
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class Ahead:
+class Decoding:
     job_id: int
     input: Path
     model: str
@@ -37,11 +38,11 @@ class Lookahead:
     """At most one input decoded ahead; see the module docstring."""
 
     def __init__(self) -> None:
-        self.current: Optional[Ahead] = None
+        self.current: Optional[Decoding] = None
 
     def start(self, model: Any, model_name: str, job_id: int, input: str, folder: str) -> None:
         self.discard()
-        ahead = Ahead(job_id, Path(input), model_name, Path(folder), signature(Path(input)))
+        ahead = Decoding(job_id, Path(input), model_name, Path(folder), signature(Path(input)))
         self.current = ahead
         threading.Thread(target=_decode, args=(ahead, model), name="stemd-lookahead",
                          daemon=True).start()
@@ -69,18 +70,19 @@ class Lookahead:
         self.take(-1, "", "")
 
 
-def _decode(ahead: Ahead, model: Any) -> None:
+def _decode(ahead: Decoding, model: Any) -> None:
     from stemd.engine import prepare_input
-    try:
-        ahead.folder.mkdir(parents=True, exist_ok=True)
-        ahead.mix = prepare_input(model, ahead.input, ahead.folder)
-    except Exception as exc:  # the task will decode (and report) it properly
-        ahead.error = f"{type(exc).__name__}: {exc}"
-        log.debug("job %s: decoding ahead failed: %s", ahead.job_id, ahead.error)
-    finally:
-        ahead.done.set()
+    with job_context(ahead.job_id):
+        try:
+            ahead.folder.mkdir(parents=True, exist_ok=True)
+            ahead.mix = prepare_input(model, ahead.input, ahead.folder)
+        except Exception as exc:  # the task will decode (and report) it properly
+            ahead.error = f"{type(exc).__name__}: {exc}"
+            log.debug("job %s: decoding ahead failed: %s", ahead.job_id, ahead.error)
+        finally:
+            ahead.done.set()
 
 
-def _remove(ahead: Ahead) -> None:
+def _remove(ahead: Decoding) -> None:
     shutil.rmtree(ahead.folder, ignore_errors=True)
 

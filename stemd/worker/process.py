@@ -1,9 +1,11 @@
 """The worker process: runs separations, keeps its model loaded between jobs.
 
-It is started by the supervisor (``multiprocessing`` spawn context), receives
-``Task`` values over a pipe and answers with ``("progress"|"done"|"failed", ...)``
-messages. It never touches the job database. It exits when its parent dies
-(Linux ``PR_SET_PDEATHSIG`` plus a parent-pid check), so no orphan holds a GPU.
+It is started by the supervisor (``multiprocessing`` spawn context), receives the
+messages of ``stemd.worker.protocol`` over a pipe (``TaskMsg``, ``Preload``, ``Ahead``,
+``Stop``) and answers with ``Ready``, ``Progress``, ``Done``, ``Failed``, ``Unloaded``
+and ``LogLine`` (its log records, written by the supervisor in its format). It never
+touches the job database. It exits when its parent dies (Linux ``PR_SET_PDEATHSIG``
+plus a parent-pid check), so no orphan holds a GPU.
 """
 from __future__ import annotations
 
@@ -21,9 +23,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from stemd import logs
 from stemd.worker import allocator
-from stemd.engine.types import ModelSource, SeparationOptions
+from stemd.engine.types import ModelSource
 from stemd.worker.lookahead import Lookahead
+from stemd.worker.protocol import (Ahead, Channel, Done, Failed, LogLine, Preload, Progress, Ready, Stop, Task, TaskMsg, ToWorker, Unloaded)
 from stemd.errors import EngineError, OutOfMemory, StemdError
 from stemd.output.naming import render_stem_path
 
@@ -44,48 +48,38 @@ class WorkerSpec:
     log_level: str = "info"
 
 
-@dataclass(frozen=True)
-class Task:
-    job_id: int
-    attempt: int
-    input: str
-    options: SeparationOptions
-    stage_dir: str           # where the stems are written (on the outbox's filesystem)
-    work_dir: str            # scratch space for this attempt
-    template: str
-    track: str
-    profile: str
-
-
 def main(conn: Connection, spec: WorkerSpec) -> None:
     """Entry point of the worker process."""
     _die_with_parent(spec.parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the supervisor decides when we stop
-    logging.basicConfig(level=spec.log_level.upper(), stream=sys.stderr,
-                        format=f"worker[{spec.slot}] %(levelname)s %(name)s: %(message)s")
+    channel = Channel(conn)
+    logs.install(_Forward(channel), spec.log_level)
     _configure_torch(spec)
-    log.debug("malloc: %s", allocator.in_use())
-    Worker(conn, spec).serve()
+    log.debug("slot %s: malloc: %s", spec.slot, allocator.in_use())
+    Worker(channel, spec).serve()
 
 
 def serve(conn: Connection, spec: WorkerSpec) -> None:
-    """Serve tasks on ``conn`` inside a process stemd does not own (a cluster worker actor)."""
+    """Serve tasks on ``conn`` inside a process stemd does not own (a cluster worker
+    actor): no parent watch or signal handling; log records go back like a worker's."""
+    channel = Channel(conn)
+    logs.install(_Forward(channel), spec.log_level)
     _configure_torch(spec)
-    Worker(conn, spec).serve()
+    Worker(channel, spec).serve()
 
 
 class Worker:
-    def __init__(self, conn: Connection, spec: WorkerSpec) -> None:
-        self.conn = conn
+    def __init__(self, channel: Channel, spec: WorkerSpec) -> None:
+        self.conn = channel
         self.spec = spec
         self.model: Any = None
         self.model_name: Optional[str] = None
         self.last_job = time.monotonic()
         self.lookahead = Lookahead()
-        self.pending: deque[tuple[Any, ...]] = deque()   # received while a job ran
+        self.pending: deque[ToWorker] = deque()   # received while a job ran
 
     def serve(self) -> None:
-        self.conn.send(("ready", os.getpid(), _free_vram(self.spec.device)))
+        self.conn.send(Ready(os.getpid(), _free_vram(self.spec.device)))
         while True:
             if not self.pending and not self.conn.poll(1.0):
                 self._on_idle()
@@ -94,14 +88,13 @@ class Worker:
                 message = self.pending.popleft() if self.pending else self.conn.recv()
             except EOFError:
                 return
-            if message[0] == "stop":
+            if isinstance(message, Stop):
                 return
-            if message[0] == "unload":
-                self._unload()
-            elif message[0] == "preload":
-                self._preload(message[1])
-            elif message[0] == "task":
-                self._run(message[1])
+            if isinstance(message, Preload):
+                self._preload(message.model)
+            elif isinstance(message, TaskMsg):
+                with logs.job_context(message.task.job_id):
+                    self._run(message.task)
                 self.last_job = time.monotonic()
                 _trim_heap()
 
@@ -112,12 +105,11 @@ class Worker:
                 message = self.conn.recv()
             except EOFError:
                 return
-            if message[0] != "ahead":
+            if not isinstance(message, Ahead):
                 self.pending.append(message)
-                continue
-            _, job_id, input, model_name, folder = message
-            if model_name == self.model_name:
-                self.lookahead.start(self.model, model_name, job_id, input, folder)
+            elif message.model == self.model_name:
+                self.lookahead.start(self.model, message.model, message.job_id,
+                                     message.input, message.folder)
 
     def _on_idle(self) -> None:
         if time.monotonic() - self.last_job > LOOKAHEAD_KEEP:
@@ -138,7 +130,7 @@ class Worker:
             self._send_failure(task, EngineError(f"Separation failed: {type(exc).__name__}: {exc}",
                                                  "stemd will retry; see the log for details."))
         else:
-            self.conn.send(("done", task.job_id, result, time.monotonic() - started))
+            self.conn.send(Done(task.job_id, result, time.monotonic() - started))
 
     def _separate(self, task: Task) -> Any:
         from stemd import engine
@@ -191,19 +183,34 @@ class Worker:
         if self.spec.device.startswith("cuda"):
             import torch
             torch.cuda.empty_cache()
-        self.conn.send(("unloaded", os.getpid()))
+        self.conn.send(Unloaded(os.getpid()))
 
     def _send_failure(self, task: Task, exc: StemdError) -> None:
-        payload = {"kind": exc.kind, "message": exc.message, "hint": exc.hint,
-                   "permanent": exc.permanent}
         log.warning("job %s: %s", task.job_id, exc)
-        self.conn.send(("failed", task.job_id, payload))
+        self.conn.send(Failed.of(task.job_id, exc))
+
+
+class _Forward(logging.Handler):
+    """Sends each record to the supervisor, which writes it in its own format."""
+
+    def __init__(self, channel: Channel) -> None:
+        super().__init__()
+        self.channel = channel
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            exc_text = logging.Formatter().formatException(record.exc_info) \
+                if record.exc_info else None
+            self.channel.send(LogLine(record.name, record.levelno, record.getMessage(),
+                                      record.created, getattr(record, "job", None), exc_text))
+        except Exception:   # the pipe is gone: the supervisor is stopping us anyway
+            pass
 
 
 class _ProgressReporter:
     """Sends progress (0-100) at most every PROGRESS_INTERVAL seconds."""
 
-    def __init__(self, conn: Connection, job_id: int, on_tick: Callable[[], None]) -> None:
+    def __init__(self, conn: Channel, job_id: int, on_tick: Callable[[], None]) -> None:
         self.conn = conn
         self.job_id = job_id
         self.on_tick = on_tick
@@ -214,7 +221,7 @@ class _ProgressReporter:
         self.on_tick()
         if now - self.last >= PROGRESS_INTERVAL or fraction >= 1.0:
             self.last = now
-            self.conn.send(("progress", self.job_id, max(0.0, min(100.0, fraction * 100.0))))
+            self.conn.send(Progress(self.job_id, max(0.0, min(100.0, fraction * 100.0))))
 
 
 def _configure_torch(spec: WorkerSpec) -> None:
@@ -223,6 +230,8 @@ def _configure_torch(spec: WorkerSpec) -> None:
         os.environ["MKL_NUM_THREADS"] = str(spec.threads)
     if spec.source.offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
+    if spec.device == "mps":     # operators MPS lacks run on the CPU instead of failing
+        os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
     import torch
     if spec.threads > 0:
         torch.set_num_threads(spec.threads)

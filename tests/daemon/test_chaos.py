@@ -60,7 +60,7 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(make_daemon, tmp_pa
     for track in tracks:
         assert {p.name for p in (outbox / track).iterdir()} == STEMS         # complete sets
         assert json.loads((outbox / track / "manifest.json").read_text())["input"]["name"] == track + ".wav"
-    assert list((outbox / ".stemd-staging").iterdir()) == []
+    daemon.wait_for(lambda: not (outbox / ".stemd-staging").exists(), 20, "staging to be removed")
     archived = sorted(p.name for p in (tmp_path / "state" / "archive").iterdir())
     assert archived == sorted(names)                                         # every input kept
     assert list((tmp_path / "inbox").iterdir()) == []

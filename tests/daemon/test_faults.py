@@ -84,7 +84,8 @@ def test_sigkill_mid_job_then_restart_finishes_it_once(make_daemon, tmp_path):
     history = json.loads(job["history"])
     assert [h["kind"] for h in history] == ["crash"]     # the lost attempt is recorded
     assert sorted(p.name for p in (tmp_path / "outbox").iterdir() if p.name[0] != ".") == ["song"]
-    assert list((tmp_path / "outbox" / ".stemd-staging").iterdir()) == []
+    daemon.wait_for(lambda: not (tmp_path / "outbox" / ".stemd-staging").exists(),
+                    20, "staging to be removed")
 
 
 def _wait_gone(pids, timeout=15.0):

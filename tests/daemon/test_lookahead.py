@@ -13,7 +13,7 @@ def test_worker_decodes_the_next_input_while_the_current_job_runs(make_daemon, t
     for n in range(3):
         make_track(tmp_path / "inbox" / f"t{n}.wav", 10.0, seed=n)
     jobs = daemon.wait_jobs(3, ("done",), timeout=180)
-    ahead = [int(i) for i in re.findall(r"job (\d+): using the input decoded while the previous",
+    ahead = [int(i) for i in re.findall(r"job=(\d+) using the input decoded while the previous",
                                         daemon.log())]
     first = min(j["id"] for j in jobs)
     assert ahead and set(ahead) <= {j["id"] for j in jobs} - {first}

@@ -76,6 +76,17 @@ def test_every_plist_key_is_commented(name: str) -> None:
             assert lines[number - 1].startswith("<!--"), f"{name}:{number + 1} {line} has no comment"
 
 
+@pytest.mark.parametrize("name", ["stemd-agent.plist", "stemd-daemon.plist"])
+def test_shipped_plists_are_valid_as_they_are(name: str) -> None:
+    """The files in launchd/ parse as plists before rendering, with the default grace."""
+    from stemd.config import DaemonConfig
+    from stemd.service.units import stop_timeout
+    plist = plistlib.loads((REPO / "launchd" / name).read_bytes())
+    assert plist["ExitTimeOut"] == stop_timeout(DaemonConfig().shutdown_grace)
+    assert plist["SoftResourceLimits"]["NumberOfFiles"] == 4096
+    assert plist["Label"] == LAUNCHD_LABEL
+
+
 # -- systemd ------------------------------------------------------------------------
 
 def test_system_unit_directives(tmp_path: Path) -> None:
