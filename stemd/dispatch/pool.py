@@ -97,7 +97,7 @@ class SlotPool:
         remote = [s for s in self.slots if getattr(s, "node", None) is not None]
         for index, (kind, device, count) in enumerate(wanted):
             spec = self._spec(index, device, count)
-            old = next((s for s in self.slots if s.kind == kind and s.device == device
+            old = next((s for s in self.slots if s not in remote and s.kind == kind and s.device == device
                         and s not in kept and not s.retired), None)
             if old is not None and old.spec == spec:
                 kept.append(old)
