@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -102,6 +103,13 @@ def test_jobs_spread_over_the_nodes_and_each_manifest_names_its_node(
     make_track(tmp_path / "inbox" / "after.wav", 2.0, seed=9)
     daemon.wait_jobs(5, ("done",), timeout=120)
     assert manifest(outbox, "after")["node"]["id"] in node_ids(cluster)
+
+    # a reload (SIGHUP) keeps the nodes' slots
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for(lambda: "config reloaded" in daemon.log(), 30, "the reload")
+    make_track(tmp_path / "inbox" / "reloaded.wav", 2.0, seed=10)
+    daemon.wait_jobs(6, ("done",), timeout=120)
+    assert manifest(outbox, "reloaded")["node"]["id"] in node_ids(cluster)
 
 
 def test_a_node_added_later_gets_work_and_a_lost_node_loses_no_job(
