@@ -24,7 +24,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 ENV_VAR = "STEMD_CONFIG"
-TEMPLATE_FIELDS = {"track", "stem", "ext", "model", "profile"}
+TEMPLATE_FIELDS = {"track", "stem", "ext", "model", "profile", "folder"}
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 Bytes = Annotated[int, BeforeValidator(parse_size)]
@@ -49,7 +49,7 @@ class InboxConfig(_Section):
 
 class OutboxConfig(_Section):
     path: Path = Path("~/stemd/outbox")
-    template: str = "{track}/{stem}.{ext}"
+    template: str = "{folder}/{track}/{stem}.{ext}"
     on_conflict: Literal["rename", "overwrite", "skip"] = "rename"
 
     @field_validator("template")
@@ -74,6 +74,16 @@ class IntakeConfig(_Section):
     poll_interval: Seconds = 5.0
     rescan_interval: Seconds = 60.0
     follow_symlinks: bool = False
+
+
+class LinksConfig(_Section):
+    enabled: bool = False
+    max_duration: Seconds = 3600.0
+    max_filesize: Bytes = 500 * 1024 * 1024
+    allowed_hosts: list[str] = Field(default_factory=list)
+    allow_private: bool = False
+    download_timeout: Seconds = 600.0
+    rate_limit: int = Field(30, ge=0)
 
 
 class ModelsConfig(_Section):
@@ -149,6 +159,7 @@ class ProfileConfig(_Section):
     clip: Literal["rescale", "clamp", "none"] = "rescale"
     template: Optional[str] = None
     priority: int = 0
+    skip_silent: bool = False
 
     @field_validator("template")
     @classmethod
@@ -167,7 +178,8 @@ class ProfileConfig(_Section):
         return SeparationOptions(
             model=self.model, two_stems=self.two_stems, other_method=self.other_method,
             shifts=self.shifts, overlap=self.overlap, segment=self.segment, clip=self.clip,
-            precision=self.precision, batch_size=self.batch_size, format=fmt)
+            precision=self.precision, batch_size=self.batch_size, format=fmt,
+            skip_silent=self.skip_silent)
 
 
 class WebConfig(_Section):
@@ -227,6 +239,7 @@ class Config(_Section):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
+    links: LinksConfig = Field(default_factory=LinksConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     profiles: dict[str, ProfileConfig] = Field(default_factory=lambda: {"default": ProfileConfig()})
     web: WebConfig = Field(default_factory=WebConfig)
@@ -297,9 +310,14 @@ def check_template(template: str) -> str:
         raise ValueError("must be a relative path inside the outbox (no leading / and no ..)")
     if "stem" not in fields or "{stem}" not in parts[-1]:
         raise ValueError("the file name (last part) must contain {stem}")
-    if len(parts) < 2 or any("{stem}" in part for part in parts[:-1]):
+    if len([p for p in parts[:-1] if p != "{folder}"]) < 1 or any("{stem}" in part for part in parts[:-1]):
         raise ValueError("stems go into a folder per track: e.g. {track}/{stem}.{ext}")
     return template
+
+
+def user_config_path() -> Path:
+    """The user's config file: ``$XDG_CONFIG_HOME/stemd/stemd.toml`` (``~/.config`` by default)."""
+    return Path(os.environ.get("XDG_CONFIG_HOME") or "~/.config").expanduser() / "stemd" / "stemd.toml"
 
 
 def default_config_path() -> Path:
@@ -307,11 +325,10 @@ def default_config_path() -> Path:
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser()
-    xdg = Path(os.environ.get("XDG_CONFIG_HOME", "~/.config")).expanduser()
-    for candidate in (xdg / "stemd" / "stemd.toml", Path("/etc/stemd/stemd.toml")):
+    for candidate in (user_config_path(), Path("/etc/stemd/stemd.toml")):
         if candidate.exists():
             return candidate
-    return xdg / "stemd" / "stemd.toml"
+    return user_config_path()
 
 
 def load_config(path: Optional[Path] = None) -> Config:
@@ -331,9 +348,38 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"Invalid config {path}: {_describe(exc)}",
-                          "Fix the key named above; config/stemd.toml documents every key.") from None
+        from stemd.configmsg import describe
+        text = _text_of(path)
+        raise ConfigError(f"Invalid config {path}: {describe(exc.errors(), text, known_keys)}",
+                          "Fix it in that file; config/stemd.toml documents every key and "
+                          "its default.") from None
     return _resolve(config, path.parent, path)
+
+
+def _text_of(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def known_keys(table: tuple[Any, ...]) -> list[str]:
+    """The keys a table of the config may hold (for "did you mean")."""
+    model: Any = Config
+    for part in table:
+        if model is Config and part == "profiles":
+            model = "profiles"
+        elif model == "profiles":
+            model = ProfileConfig
+        elif model is Config and part == "inbox":
+            model = "inbox"
+        elif model == "inbox":
+            model = InboxConfig
+        elif model is Config and part in Config.model_fields:
+            model = Config.model_fields[part].annotation
+        else:
+            return []
+    return [k for k in getattr(model, "model_fields", {}) if k != "source"]
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -382,5 +428,28 @@ def _resolve(config: Config, base: Path, source: Optional[Path]) -> Config:
 
 
 def to_toml_dict(config: Config) -> dict[str, Any]:
-    """The effective config as plain data (for ``stemd config show``)."""
-    return config.model_dump(mode="json", exclude_none=True)
+    """The effective config as plain data (for ``stemd config show``), durations and sizes
+    with their units as the config file writes them."""
+    data = config.model_dump(mode="json", exclude_none=True)
+    for section, field in Config.model_fields.items():
+        model = field.annotation
+        for key, info in getattr(model, "model_fields", {}).items():
+            unit = _unit_of(info)
+            if unit is not None and data.get(section, {}).get(key) is not None:
+                data[section][key] = unit(data[section][key])
+    return data
+
+
+def _unit_of(info: Any) -> Any:
+    """``duration_text`` for a ``Seconds`` field, ``size_text`` for a ``Bytes`` one, else None."""
+    from typing import get_args
+    from stemd.units import duration_text, size_text
+    validators = list(info.metadata) + [m for arg in get_args(info.annotation)
+                                        for m in getattr(arg, "__metadata__", ())]
+    for validator in validators:
+        func = getattr(validator, "func", None)
+        if func is parse_duration:
+            return duration_text
+        if func is parse_size:
+            return size_text
+    return None

@@ -80,6 +80,19 @@ class StoreError(StemdError):
     kind = "store"
 
 
+class LinkError(InputError):
+    """A link cannot give audio: a bad or forbidden address, nothing there, too long, no
+    audio, or yt-dlp missing (permanent)."""
+
+    kind = "link"
+
+
+class DownloadFailed(StemdError):
+    """A download failed for a reason that may pass: the network, a timeout (retried)."""
+
+    kind = "download"
+
+
 class ClusterError(StemdError):
     """The Ray cluster cannot be reached, or a node cannot serve (version mismatch)."""
 

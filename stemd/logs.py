@@ -46,6 +46,7 @@ _SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4,
 _HANDLER_NAME = "stemd"
 _JOB_PREFIX = "job %s: "
 _context = threading.local()
+_FILE_HANDLER_NAME = "stemd-file"
 
 
 class TextFormatter(logging.Formatter):
@@ -174,6 +175,50 @@ def setup_logging(level: str = "info", fmt: str = "auto", log_file: Path | None 
     handler.setFormatter(_make_formatter(resolved))
     _install(handler, getattr(logging, level.upper()))
     return resolved
+
+
+def under_service_manager(environ: Mapping[str, str] | None = None) -> bool:
+    """True under systemd (which sets ``INVOCATION_ID`` / ``JOURNAL_STREAM``) or launchd."""
+    env = os.environ if environ is None else environ
+    names = ("INVOCATION_ID", "JOURNAL_STREAM", "XPC_SERVICE_NAME")
+    return any(env.get(name, "") not in ("", "0") for name in names)
+
+
+def add_daemon_log_file(path: Path) -> Path | None:
+    """Outside systemd and launchd, also keep the log in ``path`` (what ``stemd logs`` reads)."""
+    if under_service_manager():
+        return None
+    handler = _make_handler(path)
+    handler.setFormatter(_make_formatter("text"))
+    handler.set_name(_FILE_HANDLER_NAME)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _FILE_HANDLER_NAME]:
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    return path
+
+
+def log_target() -> dict[str, Any]:
+    """Where this process's log goes (for ``stemd logs``): the journal, a file, or stderr."""
+    if os.environ.get("INVOCATION_ID") or stderr_is_journal():
+        return {"kind": "journal", **_systemd_unit()}
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            return {"kind": "file", "path": handler.baseFilename}
+    return {"kind": "stderr"}
+
+
+def _systemd_unit() -> dict[str, Any]:
+    """The unit this process runs in, and whether it is a user unit, from its cgroup."""
+    try:
+        cgroup = Path("/proc/self/cgroup").read_text()
+    except OSError:
+        cgroup = ""
+    parts = cgroup.strip().rpartition(":")[2].split("/")
+    units = [p for p in parts if p.endswith(".service")]
+    return {"unit": units[-1] if units else "stemd.service",
+            "user": any(p.startswith("user@") for p in parts)}
 
 
 def resolve_format(fmt: str, log_file: Path | None = None,

@@ -37,6 +37,23 @@ def _parse(value: int | float | str, units: dict[str, int], expected: str) -> fl
     return number * units[unit]
 
 
+def duration_text(seconds: float) -> str:
+    """A duration as the config writes it, exactly: ``"30d"``, ``"24h"``, ``"10m"``, ``"65s"``."""
+    for unit, size, least in (("d", 86400, 7 * 86400), ("h", 3600, 3600), ("m", 60, 120)):
+        if seconds >= least and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def size_text(num_bytes: int) -> str | int:
+    """A size as the config writes it, exactly: ``"20GiB"``, ``"256MiB"``; 0 stays 0."""
+    for unit, size in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024),
+                       ("TB", 1000**4), ("GB", 1000**3), ("MB", 1000**2), ("KB", 1000)):
+        if num_bytes and num_bytes % size == 0:
+            return f"{num_bytes // size}{unit}"
+    return num_bytes
+
+
 def format_size(num_bytes: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(num_bytes) < 1024:

@@ -30,6 +30,7 @@ def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     modelkit.make_repo(repo, "oom", klass=faultmodels.OOMHTDemucs)
     modelkit.make_repo(repo, "alwaysoom", klass=faultmodels.AlwaysOOMHTDemucs)
     modelkit.make_repo(repo, "slow", klass=faultmodels.SlowHTDemucs)
+    modelkit.make_repo(repo, "novocals", klass=faultmodels.NoVocalsHTDemucs)
     repo.chmod(0o755)
     return repo
 

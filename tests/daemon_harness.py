@@ -65,6 +65,8 @@ def env_for_tests(hf_cache: Optional[Path] = None) -> dict[str, str]:
     if hf_cache is not None:
         env["HF_HUB_CACHE"] = str(hf_cache)
     env.pop("NOTIFY_SOCKET", None)
+    for name in ("INVOCATION_ID", "JOURNAL_STREAM"):   # not under systemd: stemd keeps its log file
+        env.pop(name, None)
     return env
 
 

@@ -52,3 +52,12 @@ class SlowHTDemucs(HTDemucs):
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
         time.sleep(float(os.environ.get("STEMD_TEST_SLOW", "0.5")))
         return super().forward(mix)
+
+
+class NoVocalsHTDemucs(HTDemucs):
+    """Hears no vocals, as on an instrumental: its vocals source is always silent."""
+
+    def forward(self, mix: torch.Tensor) -> torch.Tensor:
+        out = super().forward(mix)
+        out[:, self.sources.index("vocals")] = 0
+        return out

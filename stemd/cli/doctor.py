@@ -25,6 +25,7 @@ def run_doctor(config: Config) -> Iterator[Check]:
     yield from _models(config)
     yield from _folders(config)
     yield _sqlite()
+    yield from _links(config)
     yield from _cluster(config)
     yield from notify_checks(config)
 
@@ -50,6 +51,19 @@ def _ffmpeg() -> Iterator[Check]:
             continue
         out = subprocess.run([tool, "-version"], capture_output=True, text=True).stdout
         yield Check(tool, True, (out.splitlines() or ["?"])[0])
+
+
+def _links(config: Config) -> Iterator[Check]:
+    """yt-dlp, when link drops are on (the links extra)."""
+    if not config.links.enabled:
+        return
+    try:
+        import yt_dlp.version
+    except ImportError:
+        yield Check("yt-dlp", False, "[links] enabled = true, but yt-dlp is not installed: "
+                    "pip install 'stemd[links]' (link jobs fail until it is).")
+        return
+    yield Check("yt-dlp", True, f"yt-dlp {yt_dlp.version.__version__} (link drops)")
 
 
 def _torch() -> Check:

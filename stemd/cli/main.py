@@ -53,7 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
                        ("retry", "queue a failed or canceled job again")):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("id", type=int, metavar="ID")
+    logs = sub.add_parser("logs", help="the daemon's log (journal, log file)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument("--job", type=int, metavar="ID", help="only the lines about job ID")
+    logs.add_argument("-n", "--lines", type=int, default=50, help="how many lines (default 50)")
+    stop = sub.add_parser("stop", help="stop the running daemon")
+    stop.add_argument("--now", action="store_true", help="stop running jobs at once "
+                      "(they run again at the next start)")
+    sub.add_parser("reload", help="make the running daemon read its config again")
+    dismiss = sub.add_parser("dismiss", help="clear failed jobs from stemd status")
+    which = dismiss.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", type=int, nargs="?", metavar="ID")
+    which.add_argument("--all-failed", action="store_true")
     sub.add_parser("doctor", help="check ffmpeg, torch, devices, models, folders, SQLite")
+    selftest = sub.add_parser("selftest", help="separate a generated tone with a small model, "
+                              "offline, in a temporary folder")
+    selftest.add_argument("--keep", action="store_true", help="keep the temporary folder")
     config = sub.add_parser("config", help="check or show the configuration")
     config.add_argument("action", choices=["check", "show"])
     cleanup = sub.add_parser("cleanup", help="run the maintenance pass now")
@@ -88,6 +103,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE if exc.kind == "config" else EXIT_PROBLEM
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:           # `stemd jobs | head`: the reader has all it wants
+        _silence_stdout()
+        return EXIT_OK
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that flushing it at exit raises nothing."""
+    import os
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -100,9 +126,16 @@ def _store(config: Config) -> Store:
 
 # -- commands ------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    from stemd.cli.firstrun import ensure_user_config
+    created = ensure_user_config(args.config)
+    if created is not None:
+        print(f"stemd: created your config file {created} from the documented default; "
+              "edit it, then run `stemd reload`", file=sys.stderr)
     config = _config(args)
-    from stemd.logs import setup_logging
+    from stemd.logs import add_daemon_log_file, setup_logging
     setup_logging(args.log_level or config.daemon.log_level, args.log_format, args.log_file)
+    if args.log_file is None:
+        add_daemon_log_file(config.state_dir / "stemd.log")
     from stemd.service.access import probe_folders
     problems = probe_folders([i.path for i in config.inbox], config.outbox.path, config.state_dir)
     for problem in problems:
@@ -199,12 +232,48 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_PROBLEM
 
 
+def cmd_logs(args: argparse.Namespace) -> int:
+    from stemd.cli.daemonctl import logs
+    return logs(_config(args), args.follow, args.job, args.lines)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from stemd.cli.daemonctl import stop
+    config = _config(args)
+    return stop(config, args.now, config.daemon.shutdown_grace + 30)
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from stemd.cli.daemonctl import reload
+    return reload(_config(args))
+
+
+def cmd_dismiss(args: argparse.Namespace) -> int:
+    store = _store(_config(args))
+    count = store.dismiss(None if args.all_failed else args.id, time.time())
+    if count == 0 and not args.all_failed:
+        print(f"stemd: job {args.id} is not a failed job; see stemd jobs --state failed",
+              file=sys.stderr)
+        return EXIT_PROBLEM
+    print(f"dismissed {count} failed job(s); stemd jobs --state failed still lists them")
+    return EXIT_OK
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from stemd.selftest import selftest_command
+    return selftest_command(args.keep)
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.action == "check":
         where = config.source or "built-in defaults (no config file)"
         print(f"config ok: {where}: {len(config.inbox)} inbox(es), profiles "
               f"{', '.join(sorted(config.profiles))}")
+        from stemd.engine.lookup import unknown_model_warnings
+        for warning in unknown_model_warnings({n: p.model for n, p in config.profiles.items()},
+                                              config.models.repo):
+            print(f"warning: {warning}")
         return EXIT_OK
     from stemd.cli.tomlout import dumps
     print(dumps(to_toml_dict(config)), end="")
@@ -244,6 +313,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
 _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run, "status": cmd_status, "jobs": cmd_jobs, "submit": cmd_submit,
     "cancel": _job_request("cancel"), "retry": _job_request("retry"), "doctor": cmd_doctor,
-    "config": cmd_config, "cleanup": cmd_cleanup, "models": cmd_models, "service": cmd_service,
-    "web": cmd_web, "notify": cmd_notify,
+    "config": cmd_config, "cleanup": cmd_cleanup, "selftest": cmd_selftest,
+    "logs": cmd_logs, "stop": cmd_stop, "reload": cmd_reload, "dismiss": cmd_dismiss,
+    "models": cmd_models, "service": cmd_service, "web": cmd_web, "notify": cmd_notify,
 }

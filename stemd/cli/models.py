@@ -34,7 +34,22 @@ def models_command(config: Config, action: str, args: list[str]) -> int:
     dest = config.models.repo or config.state_dir / "models"
     info = engine.import_model(Path(args[0]), dest, args[1] if len(args) > 1 else None,
                                allow_pickle=config.models.allow_pickle)
-    print(f"imported {info.name} into {dest}")
-    if config.models.repo is None:
-        print(f"set [models] repo = \"{dest}\" in the config to use it")
+    print(f"imported model {info.name} into {dest}")
+    for line in _after_import(config, dest):
+        print(line)
     return 0
+
+
+def _after_import(config: Config, dest: Path) -> list[str]:
+    """Which file to edit (when the repo is not set yet) and which profile uses which model."""
+    from stemd.config import user_config_path
+    lines = []
+    if config.models.repo is None:
+        where = config.source or user_config_path()
+        lines.append(f"to use it, edit {where}: under [models] set repo = \"{dest}\", "
+                     "then run `stemd reload`")
+    else:
+        lines.append("the running daemon uses it for the next job (stemd retry ID for a failed one)")
+    for name, profile in sorted(config.profiles.items()):
+        lines.append(f"profile {name} uses model {profile.model}")
+    return lines

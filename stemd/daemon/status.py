@@ -40,14 +40,27 @@ def _pid_alive(pid: int) -> bool:
 def collect_status(config: Config) -> dict[str, Any]:
     daemon = read_status_file(config) if daemon_running(config) else None
     data: dict[str, Any] = {"running": daemon is not None, "daemon": daemon, "queue": {},
-                            "failures": [], "disk": {}}
+                            "failures": [], "disk": {},
+                            "config": str(config.source) if config.source else None}
     if config.db_path.exists():
         store = Store(config.db_path)
         data["queue"] = store.counts()
         data["waiting"] = [j.to_json() for j in store.jobs(State.QUEUED, limit=20)]
-        data["failures"] = [j.to_json() for j in store.jobs(State.FAILED, limit=5)]
+        data["failures"] = [j.to_json() for j in store.failures(limit=5)]
+        data["running_jobs"] = {str(j.id): {"input": j.input, "started_at": j.started_at,
+                                            "duration": j.duration} for j in store.running()}
     data["disk"] = _disk(config)
+    data["problems"] = daemon.get("problems", []) if daemon else _problems(config)
     return data
+
+
+def _problems(config: Config) -> list[dict[str, Any]]:
+    """What the daemon would warn about at start-up (when it is not running)."""
+    from stemd.engine.lookup import missing_models
+    from stemd.engine.types import ModelSource
+    source = ModelSource(config.models.repo, config.models.offline, config.models.allow_pickle)
+    return [m.to_json() for m in missing_models({n: p.model for n, p in config.profiles.items()},
+                                                source)]
 
 
 def _disk(config: Config) -> dict[str, Any]:
@@ -66,17 +79,22 @@ def _disk(config: Config) -> dict[str, Any]:
 
 
 def render_status(data: dict[str, Any]) -> str:
-    lines = [_headline(data)]
+    lines = [_headline(data), _config_line(data)]
+    lines += [f"WARNING: {p['message']} {p['hint']}" for p in data.get("problems", [])]
+    lines += [_inbox_line(inbox) for inbox in (data.get("daemon") or {}).get("watcher", [])]
     daemon = data.get("daemon") or {}
     dispatcher = daemon.get("dispatcher", {})
     if (daemon.get("web") or {}).get("url"):
         lines.append(f"dashboard: {daemon['web']['url']} (log in with: stemd web url)")
     if dispatcher.get("paused"):
         lines.append(f"PAUSED: {dispatcher['paused']}")
+    if daemon.get("shutting_down"):
+        lines.append(STOPPING_NOTE)
+    running = data.get("running_jobs", {})
     for node in dispatcher.get("nodes", []):
         lines.append(_node_line(node))
     for slot in dispatcher.get("slots", []):
-        lines.append(_slot_line(slot))
+        lines.append(_slot_line(slot) + _job_suffix(running.get(str(slot.get("job"))), slot))
     waiting = dispatcher.get("waiting", {})
     for job in data.get("waiting", [])[:10]:
         why = waiting.get(str(job["id"]), "waiting for a free slot")
@@ -84,7 +102,30 @@ def render_status(data: dict[str, Any]) -> str:
     lines.append(_disk_line(data.get("disk", {})))
     for job in data.get("failures", []):
         lines.append(f"  failed  job {job['id']:>5} {_name(job['input'])}: {job['error']}")
+    if data.get("failures"):
+        lines.append("  (stemd retry ID runs one again; stemd dismiss ID|--all-failed clears them from here)")
     return "\n".join(lines)
+
+
+STOPPING_NOTE = ("STOPPING: no new jobs; waiting for the running ones to finish. A second Ctrl-C "
+                 "(or stemd stop --now) stops them at once; they run again at the next start.")
+
+
+def _job_suffix(job: Optional[dict[str, Any]], slot: dict[str, Any]) -> str:
+    """The track's name and the time left, from the speed measured so far on this job."""
+    if job is None:
+        return ""
+    text = f"  {_name(job['input'])}"
+    eta = estimate_left(float(slot.get("progress") or 0), job.get("started_at"), time.time())
+    return text + (f"  ETA {format_duration(eta)}" if eta is not None else "")
+
+
+def estimate_left(progress: float, started_at: Optional[float], now: float) -> Optional[float]:
+    """Seconds left at the pace so far; None until 1 % is done (too early to say)."""
+    if started_at is None or progress < 1.0 or progress >= 100.0:
+        return None
+    elapsed = max(0.0, now - started_at)
+    return elapsed * (100.0 - progress) / progress
 
 
 def _headline(data: dict[str, Any]) -> str:
@@ -96,6 +137,25 @@ def _headline(data: dict[str, Any]) -> str:
     up = format_duration(time.time() - daemon.get("started", time.time()))
     health = "healthy" if daemon.get("healthy") else "UNHEALTHY (see the log)"
     return f"stemd {daemon.get('version')} running (pid {daemon.get('pid')}, up {up}, {health}). Jobs: {counts}"
+
+
+def _config_line(data: dict[str, Any]) -> str:
+    mine = data.get("config") or "built-in defaults (no config file)"
+    daemon = data.get("daemon") or {}
+    if data["running"] and daemon.get("config") != data.get("config"):
+        theirs = daemon.get("config") or "built-in defaults (no config file)"
+        return (f"  config: the daemon runs with {theirs}, but this command read {mine}; "
+                "pass the same --config to both")
+    return f"  config: {mine}"
+
+
+def _inbox_line(inbox: dict[str, Any]) -> str:
+    """``inbox PATH: watched (inotify, ext4), 2 settling`` or the problem."""
+    how = ", ".join(str(v) for v in (inbox.get("mode"), inbox.get("filesystem")) if v)
+    line = f"  inbox {inbox.get('path')}: {inbox.get('state')}" + (f" ({how})" if how else "")
+    if inbox.get("pending"):
+        line += f", {inbox['pending']} settling"
+    return line + (f"; {inbox['problem']}" if inbox.get("problem") else "")
 
 
 def _node_line(node: dict[str, Any]) -> str:

@@ -29,7 +29,9 @@ from stemd.errors import StemdError
 from stemd.jobs.intake import Arrival, Intake, IntakeSettings
 from stemd.output.publish import find_published
 from stemd.jobs.store import State, Store
+from stemd.links.policy import UrlPolicy
 from stemd.watch import InboxSpec, Watcher
+from stemd.logs import log_target
 
 log = logging.getLogger(__name__)
 
@@ -44,22 +46,33 @@ def inbox_specs(config: Config) -> list[InboxSpec]:
                       settle_seconds=intake.settle_seconds,
                       network_settle_seconds=intake.network_settle_seconds,
                       subfolder_profiles=inbox.subfolders, extra_ignore=tuple(intake.ignore),
-                      extensions=_extensions(intake.extensions), poll=intake.poll,
+                      extensions=_extensions(intake.extensions, config.links.enabled),
+                      poll=intake.poll,
                       poll_interval=intake.poll_interval, rescan_interval=intake.rescan_interval,
                       follow_symlinks=intake.follow_symlinks, exclude_dirs=exclude,
                       empty_timeout=intake.empty_timeout)
             for inbox in config.inbox]
 
 
-def _extensions(extra: list[str]) -> frozenset[str]:
+def _extensions(extra: list[str], links: bool = False) -> frozenset[str]:
     from stemd.watch import DEFAULT_EXTENSIONS
-    return DEFAULT_EXTENSIONS | frozenset(extra)      # InboxSpec normalises case and dots
+    from stemd.links.parse import LINK_EXTENSIONS
+    taken = DEFAULT_EXTENSIONS | frozenset(extra)     # InboxSpec normalises case and dots
+    return taken | frozenset(LINK_EXTENSIONS) if links else taken
 
 
 def intake_settings(config: Config) -> IntakeSettings:
     return IntakeSettings(max_file_bytes=int(config.intake.max_file_mb * 1e6),
                           max_duration=config.intake.max_duration, failed_dir=config.failed_dir,
-                          min_duration=config.intake.min_duration)
+                          min_duration=config.intake.min_duration,
+                          links=link_policy(config))
+
+
+def link_policy(config: Config) -> Optional[UrlPolicy]:
+    links = config.links
+    if not links.enabled:
+        return None
+    return UrlPolicy(allowed_hosts=tuple(links.allowed_hosts), allow_private=links.allow_private)
 
 
 def make_folders(config: Config) -> None:
@@ -96,6 +109,8 @@ class Daemon:
         self._threads: list[threading.Thread] = []
         self.web: Any = None              # the web server (stemd.web), when [web] enabled
         self.notifications: Any = None    # the notifier thread (stemd.notify)
+        from stemd.daemon.modelcheck import ModelCheck
+        self.model_check = ModelCheck()
 
     # -- start-up ---------------------------------------------------------------------
     def recover(self) -> None:
@@ -123,6 +138,8 @@ class Daemon:
 
     def start(self) -> None:
         library = allocator.preload(self.config.workers.allocator)   # before any thread starts
+        log.info("config read from %s", self.config.source or "the built-in defaults (no config file)")
+        self.model_check.run(self.config, force=True)
         log.info("worker processes use %s", library or "the system malloc")
         self._start_web(self.config)      # first: a port that is taken stops the start
         self.recover()
@@ -330,7 +347,8 @@ class Daemon:
                 "dispatcher": snapshot or self.dispatcher.snapshot(), "watcher": self.watcher.status(),
                 "intake_pending": self.intake.pending(), "healthy": self.healthy(),
                 "web": self.web.info() if self.web is not None else None,
-                "shutting_down": self._stop_requested()}
+                "shutting_down": self._stop_requested(),
+                "problems": self.model_check.run(self.config), "log": log_target()}
         path = self.config.state_dir / STATUS_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, default=str, indent=1))
@@ -379,6 +397,10 @@ class Daemon:
         """Stop claiming, let running jobs finish up to the grace time, then stop them."""
         grace = self.config.daemon.shutdown_grace
         log.info("stopping: no new jobs; waiting up to %.0f s for running jobs", grace)
+        if self.dispatcher.busy():
+            log.warning("%d job(s) still running: press Ctrl-C again (or run stemd stop --now) to "
+                        "stop them at once; they run again at the next start",
+                        len(self.store.running()))
         if self.notifier is not None:
             self.notifier.stopping("stopping")
         self.commands.put(lambda: setattr(self.dispatcher, "claiming", False))
@@ -426,6 +448,7 @@ class Daemon:
         if self.notifications is not None:
             self.notifications.reconfigure(new.notify)
         self.config = new
+        self.model_check.run(new, force=True)
         self.plan = self._plan(new)
         self.intake.reconfigure(intake_settings(new), dict(new.profiles))
         self._new_watchers.put(watcher)

@@ -18,7 +18,7 @@ import psutil
 
 from stemd.dispatch import admission
 from stemd.dispatch.admission import Budget
-from stemd.jobs.lifecycle import (PublishSettings, build_manifest, finish_job, park_failed_input, rel_track_dir, remove_attempt_dirs, serve_from_cache, stage_dir, work_dir)
+from stemd.jobs.lifecycle import (PublishSettings, build_manifest, finish_job, job_track, park_failed_input, rel_track_dir, remove_attempt_dirs, serve_from_cache, stage_dir, work_dir)
 from stemd.config import Config, WorkersConfig
 from stemd.engine.types import ModelSource, OutputFormat, SeparationOptions, SeparationResult
 from stemd.output.naming import track_name
@@ -27,6 +27,7 @@ from stemd.dispatch.pool import (CancelAsked, DeadlinePassed, JobDone, JobFailed
 from stemd.dispatch.slots import Running, Slot
 from stemd.jobs.store import Job, State, Store
 from stemd.worker.protocol import Ahead, Failed, Task, TaskMsg
+from stemd.links.download import LinkLimits
 
 log = logging.getLogger(__name__)
 LOOKAHEAD_AT = 50.0   # percent of a job done when its worker starts decoding the next input
@@ -42,6 +43,8 @@ class DispatchSettings:
     publish: PublishSettings
     source: ModelSource
     templates: dict[str, str]        # profile -> template
+    links: Optional[LinkLimits] = None
+    links_per_hour: int = 0          # link downloads started per hour; 0 = no limit
 
     @classmethod
     def from_config(cls, config: Config) -> "DispatchSettings":
@@ -53,7 +56,10 @@ class DispatchSettings:
         source = ModelSource(repo=config.models.repo, offline=config.models.offline,
                              allow_pickle=config.models.allow_pickle)
         templates = {name: config.template_for(name) for name in config.profiles}
-        return cls(config.workers, publish, source, templates)
+        links = config.links
+        limits = LinkLimits(links.max_duration, links.max_filesize, links.download_timeout,
+                            links.allow_private)
+        return cls(config.workers, publish, source, templates, limits, links.rate_limit)
 
 
 class Dispatcher:
@@ -185,6 +191,9 @@ class Dispatcher:
         if job is None or job.state != State.RUNNING:
             self._clear(slot)
             return
+        if job.url and result.title:
+            self.store.set_title(job.id, result.title)
+            job = self.store.get(job.id) or job
         template = self.settings.templates.get(job.profile, "{track}/{stem}.{ext}")
         rel_dir = rel_track_dir(template, job)
         staged_track = stage_dir(self.settings.publish, job.id, run.attempt) / rel_dir
@@ -283,6 +292,10 @@ class Dispatcher:
                 continue
             if self._try_cache(job, wall):
                 continue
+            if job.url and self._links_rate_reached(wall):
+                self.waiting[job.id] = (f"waiting: {self.settings.links_per_hour} downloads "
+                                        "in the last hour (links.rate_limit)")
+                continue
             slot = self._pick_slot(job, free)
             if slot is None:
                 self.waiting[job.id] = self._no_slot_reason(job)
@@ -294,6 +307,10 @@ class Dispatcher:
             if self._start(job, slot, now, wall):
                 free.remove(slot)
                 busy_keys.add(job.key)
+
+    def _links_rate_reached(self, wall: float) -> bool:
+        limit = self.settings.links_per_hour
+        return limit > 0 and self.store.links_started_since(wall - 3600.0) >= limit
 
     def _holding(self, now: float, free: int) -> bool:
         """While the first job waits for memory or space, check again every few seconds,
@@ -320,7 +337,7 @@ class Dispatcher:
             if (job.key and job.key in busy_keys) or self._cached(job) \
                     or self._pick_slot(job, [slot]) is None:
                 continue
-            return job if job.options.get("model") == model else None
+            return job if job.options.get("model") == model and not job.url else None
         return None
 
     def _busy_keys(self) -> set[str]:
@@ -403,9 +420,12 @@ class Dispatcher:
         task = self._task(job, attempt)
         workers = self.settings.workers
         measured = self.store.measurements(job.options.get("model", ""), slot.kind)
-        limit = admission.deadline_seconds(job.duration or 0.0, admission.speed(measured, slot.kind),
+        links = self.settings.links if job.url else None
+        duration = job.duration or (links.max_duration if links else 0.0)
+        limit = admission.deadline_seconds(duration, admission.speed(measured, slot.kind),
                                            int(job.options.get("shifts", 1)), workers.job_timeout,
                                            workers.job_timeout_cap)
+        limit += links.download_timeout if links else 0.0
         slot.running = Running(job.id, job.key, attempt, task, started=now, deadline=now + limit,
                                last_progress=now, estimate=self._estimates.pop(job.id, 0),
                                duration=job.duration or 0.0, model=job.options.get("model", ""),
@@ -429,7 +449,8 @@ class Dispatcher:
                     stage_dir=str(stage_dir(publish, job.id, attempt)),
                     work_dir=str(work_dir(publish, job.id, attempt)),
                     template=self.settings.templates.get(job.profile, "{track}/{stem}.{ext}"),
-                    track=track_name(job.input_name), profile=job.profile)
+                    track=job_track(job), profile=job.profile, folder=job.folder, url=job.url,
+                    links=self.settings.links if job.url else None)
 
     # -- shutdown ---------------------------------------------------------------------------------
     def busy(self) -> bool:

@@ -7,10 +7,12 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
+import yaml
+
 from stemd.errors import InputError, ModelUnavailable
 from stemd.engine import hub
 from stemd.engine.layout import BagSpec, bag_names, read_bag
-from stemd.engine.models import KNOWN_MODELS, ModelInfo, load_model, missing_hint, resolve_model
+from stemd.engine.models import KNOWN_MODELS, ModelInfo, hub_failure, load_model, resolve_model
 from stemd.engine.types import ModelSource
 
 log = logging.getLogger(__name__)
@@ -31,17 +33,23 @@ def fetch_model(name: str) -> ModelInfo:
         with hub.offline_mode(False):
             get_hf_model(name)
     except Exception as exc:
-        raise ModelUnavailable(f"Could not download model {name}: {type(exc).__name__}: "
-                               f"{exc}", "Check the name (`stemd models list`) and the "
-                               "network connection. " + missing_hint(name)) from exc
+        log.debug("downloading %s failed: %s: %s", name, type(exc).__name__, exc)
+        raise ModelUnavailable(f"Could not download model {name}. {hub_failure(name, exc)}",
+                               "Check the name (`stemd models list`) and the network "
+                               "connection.") from None
     return resolve_model(name, ModelSource(offline=True))
 
 
 def import_model(src_folder: Path, dest_repo: Path, name: Optional[str] = None,
                  allow_pickle: bool = False) -> ModelInfo:
-    """Copy one bag (yaml + member files) from ``src_folder`` into ``dest_repo``, then load it."""
+    """Copy one bag (yaml + member files) from ``src_folder`` into ``dest_repo``, then load it.
+
+    ``name`` picks a bag of the folder; when the folder holds one model and ``name`` is
+    not one of its bags, that model is imported under ``name`` (e.g. as ``htdemucs``).
+    """
     spec = _source_spec(src_folder, name)
-    files = [src_folder / f"{spec.name}.yaml"] if not spec.single else []
+    target = name or spec.name
+    files = []
     for sig in spec.sigs:
         found = spec.member_file(sig)
         if found is None:
@@ -51,13 +59,25 @@ def import_model(src_folder: Path, dest_repo: Path, name: Optional[str] = None,
     dest_repo.mkdir(parents=True, exist_ok=True)
     for path in files:
         _copy(path, dest_repo / path.name)
-    load_model(spec.name, ModelSource(repo=dest_repo, offline=True,
-                                      allow_pickle=allow_pickle))
-    return resolve_model(spec.name, ModelSource(repo=dest_repo, offline=True))
+    _write_bag_yaml(src_folder, spec, dest_repo / f"{target}.yaml")
+    load_model(target, ModelSource(repo=dest_repo, offline=True, allow_pickle=allow_pickle))
+    return resolve_model(target, ModelSource(repo=dest_repo, offline=True))
+
+
+def _write_bag_yaml(src_folder: Path, spec: BagSpec, dest: Path) -> None:
+    """The bag's yaml under its new name (a lone model file gets a one-member bag)."""
+    tmp = dest.with_name(dest.name + ".part")
+    if spec.single:
+        tmp.write_text(yaml.safe_dump({"models": list(spec.sigs)}))
+    else:
+        shutil.copyfile(src_folder / f"{spec.name}.yaml", tmp)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, dest)
 
 
 def _source_spec(src_folder: Path, name: Optional[str]) -> BagSpec:
-    names = [name] if name else bag_names(src_folder)
+    found = bag_names(src_folder) or _lone_models(src_folder)
+    names = [name] if name and (name in found or read_bag(src_folder, name)) else found
     if len(names) != 1:
         raise InputError(f"{src_folder} holds {len(names)} model bags "
                          f"({', '.join(names) or 'none'}).",
@@ -67,6 +87,14 @@ def _source_spec(src_folder: Path, name: Optional[str]) -> BagSpec:
         raise InputError(f"{src_folder} holds no model named {names[0]}.",
                          "Point at a folder in demucs's layout: NAME.yaml plus model files.")
     return spec
+
+
+def _lone_models(folder: Path) -> list[str]:
+    """Model files without a bag yaml: ``SIG.safetensors``, ``SIG.th``, ``SIG-SHA8.th``."""
+    if not folder.is_dir():
+        return []
+    sigs = {p.stem.split("-")[0] for p in folder.iterdir() if p.suffix in (".th", ".safetensors")}
+    return sorted(sigs)
 
 
 def _copy(src: Path, dest: Path) -> None:

@@ -5,6 +5,7 @@ and ``demucs.repo.LocalRepo`` for a repo folder, ``demucs.hf.get_hf_model`` for 
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +18,11 @@ from stemd.engine import hub
 from stemd.engine.device import CPU_FALLBACK_HINT
 from stemd.engine.process import tune_process
 from stemd.engine.layout import BagSpec, member_file, read_bag, safetensors_sources
+from stemd.engine.lookup import KNOWN_MODELS
 from stemd.engine.trust import check_pickle_trusted
 from stemd.engine.types import ModelSource
 
 log = logging.getLogger(__name__)
-
-KNOWN_MODELS = ("htdemucs", "htdemucs_ft", "htdemucs_6s", "hdemucs_mmi",
-                "mdx", "mdx_extra", "mdx_q", "mdx_extra_q")
 
 
 @dataclass(frozen=True)
@@ -49,13 +48,14 @@ class LoadedModel:
     info: ModelInfo
     members: list[Any] = field(default_factory=list)
     weights: list[list[float]] = field(default_factory=list)
+    checksum: str = ""                         # sha256 over the model's files (yaml + members)
 
 
 def missing_hint(name: str) -> str:
-    return (f"Run `stemd models fetch {name}` on a machine with internet access and copy "
-            "its Hugging Face cache (~/.cache/huggingface/hub) here, or set [models] repo "
-            f"to a folder in demucs's layout holding {name}.yaml and its model files "
-            "(`stemd models import FOLDER` copies one in).")
+    return (f"Import it into [models] repo: `stemd models import FOLDER {name}` (FOLDER in "
+            "demucs's layout), "
+            f"or run `stemd models fetch {name}` on a connected machine and copy its Hugging "
+            "Face cache (~/.cache/huggingface/hub) here.")
 
 
 def resolve_model(name: str, source: ModelSource) -> ModelInfo:
@@ -158,9 +158,18 @@ def _load_from_hub(name: str, source: ModelSource, info: ModelInfo) -> Any:
         with hub.offline_mode(source.offline):
             return get_hf_model(name).eval()
     except Exception as exc:
-        raise ModelUnavailable(f"Model {name} could not be loaded from the Hugging Face "
-                               f"hub or its cache: {type(exc).__name__}: {exc}",
-                               missing_hint(name)) from exc
+        log.debug("loading %s from the Hugging Face hub failed: %s: %s", name,
+                  type(exc).__name__, exc)
+        raise ModelUnavailable(hub_failure(name, exc), missing_hint(name)) from None
+
+
+def hub_failure(name: str, exc: BaseException) -> str:
+    """What went wrong, in a sentence, without the library's own wording."""
+    kind = type(exc).__name__
+    if kind in ("RepositoryNotFoundError", "EntryNotFoundError", "RevisionNotFoundError"):
+        return f"The Hugging Face hub has no model named {name}."
+    return (f"Model {name} is not in [models] repo nor in the Hugging Face cache, and it "
+            "could not be downloaded (the Hugging Face hub could not be reached).")
 
 
 def _wrap(name: str, model: Any, device: str, info: ModelInfo) -> LoadedModel:
@@ -179,7 +188,22 @@ def _wrap(name: str, model: Any, device: str, info: ModelInfo) -> LoadedModel:
     log.info("loaded model %s (%d member(s)) on %s", name, len(members), device)
     return LoadedModel(name, list(model.sources), int(model.samplerate),
                        int(model.audio_channels), device, model, max_segment, info,
-                       members, weights)
+                       members, weights, model_checksum(name, info))
+
+
+def model_checksum(name: str, info: ModelInfo) -> str:
+    """sha256 over the bag's yaml and its member files, in order (empty when unknown)."""
+    spec = read_bag(info.path, hub.short_name(name)) if info.path is not None else None
+    if spec is None:
+        return ""
+    files = [spec.folder / f"{spec.name}.yaml"] if not spec.single else []
+    files += [f for f in (spec.member_file(sig) for sig in spec.sigs) if f is not None]
+    digest = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def _member_max_segment(model: Any) -> float:

@@ -11,6 +11,7 @@ import torch
 
 from stemd.errors import DeviceError, EngineError, InvalidOption, OutOfMemory, StemdError
 from stemd.engine.device import CPU_FALLBACK_HINT, Runner, auto_batch_size, is_device_error, is_out_of_memory
+from stemd.engine.analysis import Metering
 from stemd.engine.encoders import disk_full, is_disk_full, open_encoder
 from stemd.engine.mixfile import PreparedMix, prepare_mix
 from stemd.engine.models import LoadedModel
@@ -19,7 +20,7 @@ from stemd.engine.rawfile import RawReader
 from stemd.engine.sinks import DirectSink, RescaleSink, SinkPump
 from stemd.engine.stems import StemLayout, stem_layout
 from stemd.engine.stream import MixWindows, StreamRunner, build_plan
-from stemd.engine.types import ProgressFn, SeparationOptions, SeparationResult
+from stemd.engine.types import ProgressFn, SeparationOptions, SeparationResult, StemAnalysis
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +81,29 @@ def _separate_mix(model: LoadedModel, mix: PreparedMix, opts: SeparationOptions,
     progress(1.0)
     timings = {"decode": mix.seconds, "separate": sep_time, "encode": encode_time,
                "total": time.perf_counter() - began}
+    stems = {name: out_dir / filename(name) for name in layout.outputs}
+    analysis = pump.analysis()
+    skipped = _skip_silent(stems, analysis) if opts.skip_silent else ()
     return SeparationResult(
-        {name: out_dir / filename(name) for name in layout.outputs}, model.samplerate,
-        model.audio_channels, mix.frames, mix.info, model.device, timings,
-        tuple(model.sources), members)
+        stems, model.samplerate, model.audio_channels, mix.frames, mix.info, model.device,
+        timings, tuple(model.sources), members, analysis, pump.quality_estimate(), skipped,
+        provenance=provenance(model))
+
+
+def _skip_silent(stems: dict[str, Path], analysis: dict[str, StemAnalysis]) -> tuple[str, ...]:
+    """Remove the files of silent stems (``skip_silent``); their names."""
+    silent = tuple(name for name in stems if analysis[name].silent)
+    for name in silent:
+        stems[name].unlink(missing_ok=True)
+        log.info("stem %s is silent: left out", name)
+    return silent
+
+
+def provenance(model: LoadedModel) -> dict[str, str]:
+    """How the stems were made: the library versions and the model files' checksum."""
+    import demucs
+    return {"demucs": str(getattr(demucs, "__version__", "")), "torch": str(torch.__version__),
+            "model_sha256": model.checksum}
 
 
 def _open_sinks(layout: StemLayout, mix: PreparedMix, opts: SeparationOptions,
@@ -99,7 +119,14 @@ def _open_sinks(layout: StemLayout, mix: PreparedMix, opts: SeparationOptions,
         for sink in sinks.values():
             sink.abort()
         raise
-    return SinkPump(sinks)
+    metering = Metering(mix.samplerate, mix.channels, layout.outputs, _sums_to_mix(layout))
+    return SinkPump(sinks, metering=metering)
+
+
+def _sums_to_mix(layout: StemLayout) -> bool:
+    """Whether mix - sum of stems says something: not when one stem is mix minus the
+    other (``minus``) or the rest is dropped (``none``)."""
+    return layout.two_stems is None or layout.other_method == "add"
 
 
 def _run_model(model: LoadedModel, mix: PreparedMix, reader: RawReader,
@@ -117,7 +144,7 @@ def _run_model(model: LoadedModel, mix: PreparedMix, reader: RawReader,
 
     def emit(start: int, values: torch.Tensor) -> None:
         raw = torch.from_numpy(reader.read(start, start + values.shape[-1]))
-        pump.put(layout.finish(values, mix.mean, mix.std, raw))
+        pump.put(layout.finish(values, mix.mean, mix.std, raw), raw)
 
     def tick(done: float) -> None:
         progress(DECODE_SHARE + (SEPARATE_SHARE - DECODE_SHARE) * done)

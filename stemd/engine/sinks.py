@@ -4,7 +4,8 @@
 which is known only at the end. The samples are encoded as they arrive and also
 spooled as raw float32 to the work folder while the maximum is tracked; only a stem
 that turns out to need scaling is read back and encoded again. ``clamp`` and
-``none`` encode as the samples arrive.
+``none`` encode as the samples arrive. With a ``Metering``, each stem's levels are
+measured on the way, as written (see ``analysis.py``).
 """
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from typing import Callable, Optional
 
 import torch
 
+from stemd.engine.analysis import Metering
 from stemd.engine.encoders import Encoder
 from stemd.engine.rawfile import RawReader, RawWriter
+from stemd.engine.types import QualityEstimate, StemAnalysis
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,13 @@ class DirectSink:
         if self.clip == "clamp":
             chunk = chunk.clamp(-0.99, 0.99)
         self.encoder.write(chunk)
+
+    def written(self, chunk: torch.Tensor) -> torch.Tensor:
+        """The samples the file gets for ``chunk`` (encoders clip at full scale)."""
+        return chunk.clamp(-0.99, 0.99) if self.clip == "clamp" else chunk.clamp(-1, 1)
+
+    def gain(self) -> float:
+        return 1.0
 
     def close(self) -> None:
         self.encoder.close()
@@ -76,6 +86,15 @@ class RescaleSink:
             self.encoder.close()
         self.spool.unlink(missing_ok=True)
 
+    def written(self, chunk: torch.Tensor) -> torch.Tensor:
+        """The samples the file gets for ``chunk``, before the final ``gain()``."""
+        return chunk
+
+    def gain(self) -> float:
+        """1, or 1 / (1.01 x peak) for a stem that needed scaling (known at the end)."""
+        scale = 1.01 * self.peak
+        return 1.0 / float(scale) if bool(scale >= 1) else 1.0
+
     def _encode_scaled(self, encoder: Encoder) -> None:
         self.encoder = encoder
         scale = 1.01 * self.peak
@@ -97,30 +116,50 @@ class RescaleSink:
                 pass
 
 
-class SinkPump:
-    """Feeds the sinks from a background thread so encoding overlaps the model's work."""
+Chunks = tuple[dict[str, torch.Tensor], Optional[torch.Tensor]]   # stems, and the mix
 
-    def __init__(self, sinks: dict[str, "DirectSink | RescaleSink"], depth: int = 8) -> None:
+
+class SinkPump:
+    """Feeds the sinks from a background thread so encoding overlaps the model's work;
+    with a ``Metering``, the stems are measured beside the encoders."""
+
+    def __init__(self, sinks: dict[str, "DirectSink | RescaleSink"], depth: int = 8,
+                 metering: Optional[Metering] = None) -> None:
         self.sinks = sinks
-        self._queue: queue.Queue[Optional[dict[str, torch.Tensor]]] = queue.Queue(depth)
+        self.metering = metering
+        self._queue: queue.Queue[Optional[Chunks]] = queue.Queue(depth)
         self._error: Optional[BaseException] = None
         self._thread = threading.Thread(target=self._loop, name="stemd-encode", daemon=True)
         self._thread.start()
 
-    def put(self, chunks: dict[str, torch.Tensor]) -> None:
+    def put(self, chunks: dict[str, torch.Tensor], mix: Optional[torch.Tensor] = None) -> None:
+        """The next finished samples of every stem (before clipping), and of the mix."""
         self._raise()
-        self._queue.put(chunks)
+        self._queue.put((chunks, mix))
 
     def finish(self) -> None:
         self._queue.put(None)
         self._thread.join()
+        if self.metering is not None:
+            self.metering.close()
         self._raise()
         _close_all(list(self.sinks.values()))
+
+    def analysis(self) -> dict[str, StemAnalysis]:
+        """Each stem's levels as written (after ``finish``); empty without a ``Metering``."""
+        if self.metering is None:
+            return {}
+        return self.metering.results({name: sink.gain() for name, sink in self.sinks.items()})
+
+    def quality_estimate(self) -> Optional[QualityEstimate]:
+        return self.metering.quality.result() if self.metering is not None else None
 
     def abort(self) -> None:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
+        if self.metering is not None:
+            self.metering.close(wait=False)
         for sink in self.sinks.values():
             try:
                 sink.abort()
@@ -128,10 +167,14 @@ class SinkPump:
                 log.warning("could not remove a partial stem: %s", exc)
 
     def _loop(self) -> None:
-        while (chunks := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
             if self._error is not None:
                 continue
+            chunks, mix = item
             try:
+                if self.metering is not None:
+                    self.metering.add({name: self.sinks[name].written(chunk)
+                                       for name, chunk in chunks.items()}, chunks, mix)
                 for name, chunk in chunks.items():
                     self.sinks[name].write(chunk)
             except BaseException as exc:

@@ -22,6 +22,8 @@ from stemd.engine.types import AudioInfo
 from stemd.errors import InputError, StemdError
 from stemd.jobs.lifecycle import park_failed_input
 from stemd.jobs.store import NewJob, State, Store
+from stemd.links.parse import is_link_file, read_links
+from stemd.links.policy import UrlPolicy, check_url
 from stemd.units import format_duration
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class IntakeSettings:
     max_duration: float
     failed_dir: Path
     min_duration: float = 0.5
+    links: Optional[UrlPolicy] = None      # None: link files are not taken
 
 
 def options_of(profile: ProfileConfig) -> dict[str, Any]:
@@ -137,6 +140,8 @@ class Intake:
                 f"Profile {arrival.profile!r} is not defined.",
                 "Use one of the profiles in the config's [profiles] tables."), None)
         options = options_of(profile)
+        if self.settings.links is not None and is_link_file(arrival.path):
+            return self._process_links(arrival, options, self.settings.links, profile.priority)
         try:
             sha, info, size = self._inspect(arrival.path)
         except InputError as exc:
@@ -149,12 +154,38 @@ class Intake:
             key=key, input=str(arrival.path), profile=arrival.profile, options=options,
             sha256=sha, size=size, duration=info.duration,
             inbox=str(arrival.inbox) if arrival.inbox else None, priority=priority,
-            source=arrival.source))
+            source=arrival.source, folder=inbox_folder(arrival)))
         log.info("job %s: queued %s (%s, %s Hz, %s ch, profile %s)", job_id, arrival.path.name,
                  format_duration(info.duration), info.sample_rate, info.channels, arrival.profile)
         if self.on_job:
             self.on_job(job_id)
         return job_id
+
+    def _process_links(self, arrival: Arrival, options: dict[str, Any], policy: UrlPolicy,
+                       priority: int) -> Optional[int]:
+        """One job per URL of a link file; the same URL with the same options is one job.
+        A file with any URL that may not be fetched is refused whole, with that reason."""
+        try:
+            urls = [check_url(url, policy) for url in read_links(arrival.path)]
+        except InputError as exc:
+            return self._reject(arrival, exc, options)
+        first: Optional[int] = None
+        for url in urls:
+            key = job_key(hashlib.sha256(f"link:{url}".encode()).hexdigest(), options)
+            active = self.store.active_with_key(key)
+            if active is not None:
+                log.info("job %s: %s is already queued; not adding it again", active.id, url)
+                continue
+            job_id = self.store.add_job(NewJob(
+                key=key, input=str(arrival.path), profile=arrival.profile, options=options,
+                inbox=str(arrival.inbox) if arrival.inbox else None,
+                priority=arrival.priority or priority, source="link", url=url))
+            log.info("job %s: queued %s (from %s, profile %s)", job_id, url, arrival.path.name,
+                     arrival.profile)
+            first = first or job_id
+            if self.on_job:
+                self.on_job(job_id)
+        return first
 
     def _inspect(self, path: Path) -> tuple[str, AudioInfo, int]:
         size = _size_within_limit(path, self.settings.max_file_bytes)
@@ -198,6 +229,17 @@ class Intake:
         assert job is not None
         park_failed_input(self.store, self.settings.failed_dir, job, exc.message, exc.hint)
         return job_id
+
+
+def inbox_folder(arrival: Arrival) -> str:
+    """The input's folder relative to its inbox, as ``a/b`` ("" at the top or when submitted)."""
+    if arrival.inbox is None:
+        return ""
+    try:
+        folder = arrival.path.parent.relative_to(arrival.inbox).as_posix()
+    except ValueError:
+        return ""
+    return "" if folder == "." else folder
 
 
 def _size_within_limit(path: Path, max_bytes: int) -> int:

@@ -1,6 +1,7 @@
 """What happens when a worker finishes: manifest, publish, cache, input handling."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -41,13 +42,17 @@ def work_dir(settings: PublishSettings, job_id: int, attempt: int) -> Path:
 
 
 def rel_track_dir(template: str, job: Job) -> str:
-    return track_dir(template, track=track_name(job.input_name), model=job.options.get("model", ""),
-                     profile=job.profile)
+    return track_dir(template, track=job_track(job), model=job.options.get("model", ""),
+                     profile=job.profile, folder=job.folder)
+
+
+def job_track(job: Job) -> str:
+    """The track name: a link job's title once known, else the input's name."""
+    return job.title or track_name(job.input_name)
 
 
 def build_manifest(job: Job, result: SeparationResult, wall: float,
                    template: str) -> dict[str, Any]:
-    stems = {name: Path(path).name for name, path in result.stems.items()}
     return {
         "stemd_version": __version__, "job_id": job.id, "host": socket.gethostname(),
         "input": {"name": job.input_name, "path": job.input, "size": job.size,
@@ -57,17 +62,31 @@ def build_manifest(job: Job, result: SeparationResult, wall: float,
         "model": job.options.get("model"), "profile": job.profile, "options": job.options,
         "device": result.device, "members_run": result.members_run,
         "output": {"sample_rate": result.sample_rate, "channels": result.channels,
-                   "frames": result.frames, "template": template},
-        "stems": {name: {"file": rel} for name, rel in stems.items()},
+                   "frames": result.frames, "template": template,
+                   **({"resampled": resample_note(result)} if resample_note(result) else {})},
+        "stems": result.manifest_stems(),
+        "quality": result.quality.as_dict() if result.quality else None,
         "timings": {**{k: round(v, 3) for k, v in result.timings.items()}, "wall": round(wall, 3)},
+        "engine": dict(result.provenance),   # demucs and torch versions, model_sha256
         "attempts": job.attempts, "cached": False,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **({"url": job.url, "title": job.title} if job.url else {}),
     }
+
+
+def resample_note(result: SeparationResult) -> str:
+    """Said when the stems' rate (the model's) differs from the input's: 48 kHz in, 44.1 out."""
+    if result.input.sample_rate in (0, result.sample_rate):
+        return ""
+    return (f"the input is {result.input.sample_rate} Hz; the stems are {result.sample_rate} Hz, "
+            "the model's rate")
 
 
 def finish_job(store: Store, settings: PublishSettings, job: Job, boot: str, staged_track: Path,
                rel_dir: str, manifest: dict[str, Any], cached: bool) -> Published:
     """Publish a staged track, then mark the job done and handle its input."""
+    if manifest.get("output", {}).get("resampled"):
+        log.info("job %s: %s", job.id, manifest["output"]["resampled"])
     write_manifest(staged_track, manifest)
     flush_tree(staged_track)
     published = publish(staged_track, settings.outbox, rel_dir, settings.on_conflict,  # type: ignore[arg-type]
@@ -85,6 +104,11 @@ def serve_from_cache(store: Store, settings: PublishSettings, job: Job, boot: st
                      template: str) -> Optional[Published]:
     """Publish a cached result for ``job`` (already claimed) without separating again."""
     entry = settings.cache_dir / job.key
+    if job.url and not job.title:   # a link job: the cached track's title names the folder
+        title = (read_manifest(entry) or {}).get("title")
+        if isinstance(title, str) and title:
+            store.set_title(job.id, title)
+            job = dataclasses.replace(job, title=title)
     staged = stage_dir(settings, job.id, job.attempts)
     rel_dir = rel_track_dir(template, job)
     staged_track = staged / rel_dir
@@ -107,6 +131,8 @@ def handle_input(store: Store, settings: PublishSettings, job: Job) -> None:
     inbox = Path(job.inbox) if job.inbox else None
     if job.source == "submit":
         return  # a file named on `stemd submit` is the user's own: never moved or deleted
+    if job.source == "link" and store.others_active_on_input(job.id, job.input):
+        return  # a link file's other URLs still need it: the last job handles it
     try:
         new_path = after_success(path, settings.after_success, settings.archive_dir, inbox)  # type: ignore[arg-type]
     except OSError as exc:
@@ -121,6 +147,8 @@ def park_failed_input(store: Store, failed_dir: Path, job: Job, message: str, hi
     """Move a failed job's input to the failed folder with its note; files named on
     ``stemd submit`` are the user's own and stay where they are."""
     if job.source == "submit":
+        return
+    if job.source == "link" and store.others_active_on_input(job.id, job.input):
         return
     moved = move_to_failed(Path(job.input), failed_dir, Path(job.inbox) if job.inbox else None,
                            message, hint, job.id)

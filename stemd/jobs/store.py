@@ -20,7 +20,7 @@ import sqlite_utils
 
 from stemd.errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4                # = len(_MIGRATIONS)
 BUSY_TIMEOUT_MS = 30000   # how long a statement waits for another connection's lock
 
 
@@ -133,6 +133,17 @@ _MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # version 3: link drops (the job's URL; the title its metadata gave)
+    """
+    ALTER TABLE jobs ADD COLUMN url TEXT;
+    ALTER TABLE jobs ADD COLUMN title TEXT;
+    """,
+    # version 4: the input's folder relative to its inbox (kept in the outbox); failures
+    # cleared from the status view (`stemd dismiss`)
+    """
+    ALTER TABLE jobs ADD COLUMN folder TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN dismissed_at REAL;
+    """,
 ]
 
 
@@ -167,6 +178,10 @@ class Job:
     started_at: Optional[float]
     finished_at: Optional[float]
     updated_at: float
+    url: Optional[str] = None          # a link job's address (source = 'link')
+    title: Optional[str] = None        # a link job's title, once its metadata was read
+    folder: str = ""                       # relative to the inbox ("" at its top, or submitted)
+    dismissed_at: Optional[float] = None   # failures up to then are cleared from the status view
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Job":
@@ -188,6 +203,7 @@ class Job:
             "progress": round(self.progress, 1), "priority": self.priority,
             "device": self.device, "duration": self.duration, "sha256": self.sha256,
             "cached": self.cached, "history": self.history,
+            **({"url": self.url, "title": self.title} if self.url else {}),
         }
 
 
@@ -206,6 +222,8 @@ class NewJob:
     state: State = State.QUEUED
     error: Optional[str] = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    url: Optional[str] = None
+    folder: str = ""
 
 
 @dataclass(frozen=True)
@@ -293,7 +311,9 @@ class Store:
                "options": json.dumps(new.options, sort_keys=True), "priority": new.priority,
                "state": new.state.value, "error": new.error, "source": new.source,
                "history": json.dumps(new.history), "created_at": now,
-               "finished_at": finished, "updated_at": now}
+               "finished_at": finished, "updated_at": now, "folder": new.folder}
+        if new.url is not None:
+            row["url"] = new.url
         return int(self.db["jobs"].insert(row).last_pk)
 
     def get(self, job_id: int) -> Optional[Job]:
@@ -441,6 +461,22 @@ class Store:
                             "AND lease_boot IS ?", (boot, job_id, old_boot))
         return cur.rowcount == 1
 
+    def set_title(self, job_id: int, title: str) -> None:
+        """A link job's title, from its metadata (names its track folder)."""
+        self._execute("UPDATE jobs SET title = ? WHERE id = ?", (title, job_id))
+
+    def others_active_on_input(self, job_id: int, path: str) -> bool:
+        """Whether another queued or running job uses the same input (a link file's URLs)."""
+        row = self._execute("SELECT 1 FROM jobs WHERE input = ? AND id != ? AND state IN "
+                            "('queued', 'running') LIMIT 1", (path, job_id)).fetchone()
+        return row is not None
+
+    def links_started_since(self, since: float) -> int:
+        """Link jobs started (attempts included) since ``since``: the downloads rate."""
+        row = self._execute("SELECT COUNT(*) FROM jobs WHERE source = 'link' AND "
+                            "started_at >= ?", (since,)).fetchone()
+        return int(row[0])
+
     def update_input(self, job_id: int, path: str) -> None:
         self._execute("UPDATE jobs SET input = ? WHERE id = ?", (path, job_id))
 
@@ -449,6 +485,18 @@ class Store:
         rows = self._execute("SELECT * FROM jobs WHERE state = 'running' AND "
                              "(lease_boot IS NULL OR lease_boot != ?)", (boot,))
         return [Job.from_row(dict(row)) for row in rows]
+
+    def failures(self, limit: int = 5) -> list[Job]:
+        """Failed jobs not dismissed since they last failed (``stemd status``)."""
+        rows = self._execute("SELECT * FROM jobs WHERE state = 'failed' AND (dismissed_at IS NULL "
+                             "OR dismissed_at < finished_at) ORDER BY id DESC LIMIT ?", (limit,))
+        return [Job.from_row(dict(row)) for row in rows]
+
+    def dismiss(self, job_id: Optional[int], now: float) -> int:
+        """Clear one failed job (or, with None, every failed job) from the status view."""
+        where = "state = 'failed'" + (" AND id = ?" if job_id is not None else "")
+        params = (now, job_id) if job_id is not None else (now,)
+        return self._execute(f"UPDATE jobs SET dismissed_at = ? WHERE {where}", params).rowcount
 
     def running(self) -> list[Job]:
         return self.jobs(State.RUNNING)

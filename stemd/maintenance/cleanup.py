@@ -30,7 +30,7 @@ from typing import Callable, Iterator, Optional
 from stemd.config import Config, MaintenanceConfig
 from stemd.errors import StemdError
 from stemd.jobs.store import State, Store
-from stemd.units import format_duration, format_size
+from stemd.units import duration_text, format_duration, format_size
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +328,9 @@ def scheduled_jobs(cfg: MaintenanceConfig, paths: MaintenancePaths, store: Store
         jobs.append(("cleanup", cfg.interval, lambda: _scheduled_cleanup(cfg, paths, store)))
     if cfg.backup_interval > 0:
         every = min(cfg.backup_interval, cfg.interval) if cfg.interval > 0 else cfg.backup_interval
-        jobs.append(("backup", every, lambda: _scheduled_backup(cfg, paths, store)))
+        jobs.append(("backup-check", every, lambda: _scheduled_backup(cfg, paths, store)))
+        log.info("Database backup every %s into %s (whether one is due is checked every %s).",
+                 duration_text(cfg.backup_interval), paths.backup_dir, duration_text(every))
     if on_tick is not None and tick_interval > 0:
         jobs.append(("idle-unload", tick_interval, lambda: on_tick(time.time())))
     return jobs

@@ -17,6 +17,8 @@ from typing import Callable
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from stemd.units import duration_text
+
 log = logging.getLogger(__name__)
 
 _WORKERS = 4     # threads: jobs run side by side, each one at a time
@@ -51,7 +53,8 @@ class MaintenanceScheduler:
                                     replace_existing=True)
         self._scheduler.start()
         log.info("Maintenance scheduler started: %s.",
-                 ", ".join(f"{name} every {interval:g}s" for name, interval, _ in self._jobs) or "no jobs")
+                 ", ".join(f"{name} every {duration_text(interval)}" for name, interval, _ in self._jobs)
+                 or "no jobs")
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop scheduling; with ``wait``, let running jobs finish first."""

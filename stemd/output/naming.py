@@ -22,13 +22,28 @@ def safe_component(value: str) -> str:
 
 
 def render_stem_path(template: str, *, track: str, stem: str, ext: str, model: str,
-                     profile: str) -> str:
-    """The stem's path relative to the outbox, from a template checked by the config."""
+                     profile: str, folder: str = "") -> str:
+    """The stem's path relative to the outbox, from a template checked by the config.
+
+    ``folder`` is the input's folder relative to its inbox (``album/cd1``): each of its
+    parts is cleaned like any value, and an empty folder leaves no empty part behind.
+    """
     values = {name: safe_component(value) for name, value in
               {"track": track, "stem": stem, "ext": ext, "model": model,
                "profile": profile}.items()}
-    parts = [safe_component(part.format(**values)) for part in template.split("/")]
+    values["folder"] = safe_folder(folder)
+    parts: list[str] = []
+    for part in template.split("/"):
+        rendered = part.format(**values)
+        pieces = rendered.split("/") if "{folder}" in part else [rendered]
+        parts += [safe_component(piece) for piece in pieces if piece or "{folder}" not in part]
     return str(PurePosixPath(*parts))
+
+
+def safe_folder(folder: str) -> str:
+    """A relative folder with every part made safe (``..`` and ``/`` cannot climb out)."""
+    parts = [p for p in folder.replace("\\", "/").split("/") if p not in ("", ".")]
+    return "/".join(safe_component(p) for p in parts)
 
 
 def track_dir(template: str, **values: str) -> str:

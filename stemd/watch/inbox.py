@@ -55,6 +55,7 @@ class InboxWatch:
         self._next_scan = float("inf")
         self._last_scan: tuple[float, float, int] | None = None   # wall time, seconds, files
         self._odd: dict[Path, str] = {}
+        self._ignored: set[Path] = set()        # files passed over, each logged once
 
     # -- driven by the watcher -------------------------------------------------
 
@@ -219,9 +220,12 @@ class InboxWatch:
         if kind == "touch":
             if self.scope.wants_file(path):
                 self._track(path, self.tracker.touch(path, now))
+            elif path.exists():
+                self._note_ignored([path])
         elif kind == "gone":
             self.tracker.gone(path)
             self._odd.pop(path, None)
+            self._ignored.discard(path)
         elif kind == "gone_tree":
             self.tracker.gone_tree(path)
             for odd in [p for p in self._odd if p == path or path in p.parents]:
@@ -230,16 +234,18 @@ class InboxWatch:
             self._scan_folder(path, now)
 
     def _scan_folder(self, folder: Path, now: float) -> None:
+        skipped: list[Path] = []
         try:
-            for path in self.scope.walk(folder):
+            for path in self.scope.walk(folder, skipped):
                 self._found(path, now)
         except OSError:
             pass                                 # the folder left again; its events say so
+        self._note_ignored(skipped)
 
     def _full_scan(self, now: float) -> None:
-        started, found = time.monotonic(), set()
+        started, found, skipped = time.monotonic(), set(), []
         try:
-            for path in self.scope.walk(self.inbox.path):
+            for path in self.scope.walk(self.inbox.path, skipped):
                 self._found(path, now)
                 found.add(path)
         except OSError as exc:
@@ -249,6 +255,8 @@ class InboxWatch:
         self.tracker.reconcile(found)
         for path in [p for p in self._odd if p not in found]:
             del self._odd[path]
+        self._ignored &= set(skipped)            # forget what is gone; log what is new
+        self._note_ignored(skipped)
         self._next_scan = now + self.inbox.rescan_interval
         self._last_scan = (time.time(), time.monotonic() - started, len(found))
 
@@ -264,6 +272,16 @@ class InboxWatch:
             self._odd.pop(path, None)
         else:
             self._report_odd(path, reason)
+
+    def _note_ignored(self, paths: list[Path]) -> None:
+        """Log once, at info level, each file the inbox passes over, with the reason."""
+        for path in paths:
+            if path in self._ignored:
+                continue
+            reason = self.scope.skip_reason(path)
+            if reason is not None:
+                self._ignored.add(path)
+                log.info("Ignoring %s: %s.", shown(path), reason)
 
     def _report_odd(self, path: Path, reason: str) -> None:
         if self._odd.get(path) != reason:

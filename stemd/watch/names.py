@@ -39,6 +39,14 @@ def _matcher(extra_patterns: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{part})" for part in parts))
 
 
+def matching_pattern(name: str, extra_patterns: Iterable[str] = ()) -> str | None:
+    """The first ignore pattern ``name`` matches, or None."""
+    for pattern in (*DEFAULT_IGNORE, *extra_patterns):
+        if re.fullmatch(translate(pattern.casefold()), name.casefold()):
+            return pattern
+    return None
+
+
 def has_extension(name: str, extensions: frozenset[str]) -> bool:
     """True when the name ends in one of ``extensions`` (lower-case, without the dot)."""
     _, dot, ext = name.rpartition(".")

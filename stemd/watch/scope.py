@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from stemd.watch.names import has_extension, is_ignored, shown
+from stemd.watch.names import has_extension, is_ignored, matching_pattern, shown
 from stemd.watch.spec import InboxSpec
 
 log = logging.getLogger(__name__)
@@ -49,13 +49,30 @@ class Scope:
             return False
         return not is_ignored(parts[-1], self.inbox.extra_ignore) and not self.skips_folder(parts[:-1])
 
+    def skip_reason(self, path: Path) -> str | None:
+        """Why a file in a folder the watcher looks at is not taken (None: it is taken)."""
+        parts = self.parts(path)
+        if not parts or self.skips_folder(parts[:-1]):
+            return None
+        pattern = matching_pattern(parts[-1], self.inbox.extra_ignore)
+        if pattern is not None:
+            return (f"its name matches the ignore pattern {pattern!r} (temporary, hidden and "
+                    "system files); a file being copied is taken under its final name")
+        if not has_extension(parts[-1], self.inbox.extensions):
+            _, dot, ext = parts[-1].rpartition(".")
+            kind = f".{ext}" if dot else "a name without an extension"
+            return (f"{kind} is not an audio file type stemd takes (if it is audio, add "
+                    "the extension to [intake] extensions)")
+        return None
+
     def wants_folder(self, path: Path) -> bool:
         parts = self.parts(path)
         return parts is not None and not self.skips_folder(parts)
 
-    def walk(self, folder: Path) -> Iterator[Path]:
+    def walk(self, folder: Path, skipped: list[Path] | None = None) -> Iterator[Path]:
         """Every entry with a wanted file name at or below ``folder``; folders are entered, never links.
 
+        Files passed over (ignored names, other extensions) are added to ``skipped``.
         Raises OSError when ``folder`` itself cannot be read; unreadable subfolders are logged and skipped.
         """
         stack = [folder]
@@ -68,9 +85,10 @@ class Scope:
                     raise
                 log.warning("Cannot read folder %s in the inbox: %s", shown(current), exc.strerror or exc)
                 continue
-            yield from self._sort(entries, stack)
+            yield from self._sort(entries, stack, skipped)
 
-    def _sort(self, entries: list[os.DirEntry[str]], stack: list[Path]) -> Iterator[Path]:
+    def _sort(self, entries: list[os.DirEntry[str]], stack: list[Path],
+              skipped: list[Path] | None) -> Iterator[Path]:
         for entry in entries:
             path = Path(entry.path)
             if _is_folder(entry):
@@ -78,6 +96,8 @@ class Scope:
                     stack.append(path)
             elif self.wants_file(path):
                 yield path
+            elif skipped is not None:
+                skipped.append(path)
 
 
 def _is_folder(entry: os.DirEntry[str]) -> bool:

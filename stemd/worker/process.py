@@ -9,6 +9,7 @@ plus a parent-pid check), so no orphan holds a GPU.
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import os
@@ -26,6 +27,7 @@ from typing import Any, Callable, Optional
 from stemd import logs
 from stemd.worker import allocator
 from stemd.engine.types import ModelSource
+from stemd.links.download import LinkLimits
 from stemd.worker.lookahead import Lookahead
 from stemd.worker.protocol import (Ahead, Channel, Done, Failed, LogLine, Preload, Progress, Ready, Stop, Task, TaskMsg, ToWorker, Unloaded)
 from stemd.errors import EngineError, OutOfMemory, StemdError
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 0.5   # seconds between progress messages
 LOOKAHEAD_KEEP = 30.0     # an input decoded ahead is dropped after this long without a job
+DOWNLOAD_SHARE = 0.1      # of a link job's progress
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class WorkerSpec:
     idle_unload: float       # seconds without a job before the model is freed
     parent_pid: int
     log_level: str = "info"
+
 
 
 def main(conn: Connection, spec: WorkerSpec) -> None:
@@ -140,15 +144,29 @@ class Worker:
         stage.mkdir(parents=True, exist_ok=True)
         work.mkdir(parents=True, exist_ok=True)
 
-        def filename(stem: str) -> str:
-            return render_stem_path(task.template, track=task.track, stem=stem,
-                                    ext=task.options.format.ext, model=task.options.model,
-                                    profile=task.profile)
-
         reporter = _ProgressReporter(self.conn, task.job_id, self.check_messages)
+        if task.url is not None:
+            return self._separate_link(task, model, stage, work, reporter)
         prepared = self.lookahead.take(task.job_id, task.input, task.options.model)
-        return engine.separate(model, Path(task.input), task.options, stage, filename,
-                               reporter, work, prepared)
+        return engine.separate(model, Path(task.input), task.options, stage,
+                               _filename(task, task.track), reporter, work, prepared)
+
+    def _separate_link(self, task: Task, model: Any, stage: Path, work: Path,
+                       reporter: "_ProgressReporter") -> Any:
+        """A link job: download (the first DOWNLOAD_SHARE of its progress), then separate the
+        downloaded file, in the attempt's work folder; the title names the track."""
+        import dataclasses
+        from stemd import engine
+        from stemd.links.download import download
+        assert task.url is not None and task.links is not None
+        got = download(task.url, work / "download", task.links,
+                       lambda f: reporter(DOWNLOAD_SHARE * f),
+                       lambda path: engine.probe(path).duration)
+        log.info("job %s: downloaded %r (%s)", task.job_id, got.title, got.path.name)
+        result = engine.separate(model, got.path, task.options, stage, _filename(task, got.title),
+                                 lambda f: reporter(DOWNLOAD_SHARE + (1 - DOWNLOAD_SHARE) * f),
+                                 work)
+        return dataclasses.replace(result, title=got.title)
 
     def _model_for(self, name: str) -> Any:
         if self.model is not None and self.model_name == name:
@@ -186,8 +204,11 @@ class Worker:
         self.conn.send(Unloaded(os.getpid()))
 
     def _send_failure(self, task: Task, exc: StemdError) -> None:
+        failed = Failed.of(task.job_id, exc)
+        if exc.kind == "model":      # name the profile: which one needs the missing model
+            failed = dataclasses.replace(failed, message=f"Profile {task.profile}: {exc.message}")
         log.warning("job %s: %s", task.job_id, exc)
-        self.conn.send(Failed.of(task.job_id, exc))
+        self.conn.send(failed)
 
 
 class _Forward(logging.Handler):
@@ -205,6 +226,14 @@ class _Forward(logging.Handler):
                                       record.created, getattr(record, "job", None), exc_text))
         except Exception:   # the pipe is gone: the supervisor is stopping us anyway
             pass
+
+
+def _filename(task: Task, track: str) -> Callable[[str], str]:
+    def filename(stem: str) -> str:
+        return render_stem_path(task.template, track=track, stem=stem,
+                                ext=task.options.format.ext, model=task.options.model,
+                                profile=task.profile, folder=task.folder)
+    return filename
 
 
 class _ProgressReporter:

@@ -17,6 +17,7 @@ from typing import Optional, Union
 
 from stemd.engine.types import SeparationOptions, SeparationResult
 from stemd.errors import StemdError
+from stemd.links.download import LinkLimits
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class Task:
     template: str
     track: str
     profile: str
+    folder: str = ""         # the input's folder relative to its inbox (template field {folder})
+    url: Optional[str] = None            # a link job: download this first (its first phase)
+    links: Optional[LinkLimits] = None
 
 
 # -- to the worker ----------------------------------------------------------------------

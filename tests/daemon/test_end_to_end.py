@@ -90,7 +90,7 @@ def test_two_stem_mp3_profile_from_subfolder(make_daemon, tmp_path: Path) -> Non
                               "format": "mp3", "mp3_bitrate": 192}})
     make_track(tmp_path / "inbox" / "karaoke" / "hit.wav", 2.0)
     daemon.wait_jobs(1, ("done",), timeout=120)
-    track = tmp_path / "outbox" / "hit"
+    track = tmp_path / "outbox" / "karaoke" / "hit"          # the inbox subfolder is kept
     assert sorted(p.name for p in track.iterdir()) == ["manifest.json", "no_vocals.mp3", "vocals.mp3"]
     manifest = json.loads((track / "manifest.json").read_text())
     assert manifest["profile"] == "karaoke"

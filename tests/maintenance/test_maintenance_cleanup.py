@@ -239,12 +239,16 @@ def test_backup_every_interval_keeping_the_last_three(paths: MaintenancePaths, s
     assert maybe_backup(store, paths, _cfg(backup_interval=0), NOW + 10 * DAY) is None
 
 
-def test_scheduled_jobs_list(paths: MaintenancePaths, store: Store) -> None:
+def test_scheduled_jobs_list(paths: MaintenancePaths, store: Store,
+                             caplog: pytest.LogCaptureFixture) -> None:
     ticks: list[float] = []
-    jobs = scheduled_jobs(_cfg(interval="1h", backup_interval="1d"), paths, store,
-                          on_tick=ticks.append, tick_interval=15)
+    with caplog.at_level("INFO"):
+        jobs = scheduled_jobs(_cfg(interval="1h", backup_interval="1d"), paths, store,
+                              on_tick=ticks.append, tick_interval=15)
     assert [(name, interval) for name, interval, _ in jobs] == [
-        ("cleanup", 3600.0), ("backup", 3600.0), ("idle-unload", 15.0)]
+        ("cleanup", 3600.0), ("backup-check", 3600.0), ("idle-unload", 15.0)]
+    # the log says how often a backup is made, not how often it is looked for
+    assert "Database backup every 24h" in caplog.text and "checked every 1h" in caplog.text
     jobs[2][2]()
     assert len(ticks) == 1 and isinstance(ticks[0], float)
     assert scheduled_jobs(_cfg(interval=0, backup_interval=0), paths, store) == []

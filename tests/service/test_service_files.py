@@ -117,6 +117,8 @@ def test_user_unit_directives(tmp_path: Path) -> None:
     assert "User" not in d and d["WantedBy"] == ["default.target"]
     assert d["Type"] == ["notify"] and d["KillMode"] == ["mixed"] and d["WatchdogSec"] == ["60s"]
     assert d["NoNewPrivileges"] == ["yes"]
+    # stemd keeps its state in daemon.state_dir: no empty ~/.local/state/stemd or ~/.cache/stemd
+    assert "StateDirectory" not in d and "CacheDirectory" not in d
     # The namespace sandbox is offered commented out, filled in, for systems that allow it.
     assert f'#ReadWritePaths="-{tmp_path}/in box"' in _user_unit(tmp_path)
 

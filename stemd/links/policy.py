@@ -1,0 +1,71 @@
+"""Which URLs may be fetched: http(s) only, optionally only some hosts, and never an
+address on this machine or the local network unless allowed (a link file is something
+anyone who can write to an inbox can drop; it must not make stemd probe the LAN)."""
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+from typing import Callable
+from urllib.parse import urlsplit
+
+from stemd.errors import LinkError
+
+Resolver = Callable[[str], list[str]]
+
+
+@dataclass(frozen=True)
+class UrlPolicy:
+    allowed_hosts: tuple[str, ...] = ()      # empty = any; "example.com" also allows subdomains
+    allow_private: bool = False              # loopback, private, link-local addresses
+
+
+def resolve(host: str) -> list[str]:
+    try:
+        return sorted({info[4][0] for info in socket.getaddrinfo(host, None)})
+    except (socket.gaierror, UnicodeError):
+        return []
+
+
+def check_url(url: str, policy: UrlPolicy, resolver: Resolver = resolve) -> str:
+    """``url`` when it may be fetched; otherwise a LinkError saying why."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise LinkError(f"{_short(url)} is not an http(s) address.",
+                        "Only web links can be fetched (no file://, ftp:// or others).")
+    host = (parts.hostname or "").lower().rstrip(".")
+    if not host:
+        raise LinkError(f"{_short(url)} has no host.", "Check the link.")
+    if policy.allowed_hosts and not _host_allowed(host, policy.allowed_hosts):
+        raise LinkError(f"{host} is not in links.allowed_hosts.",
+                        "Add it to links.allowed_hosts in the config, or use another link.")
+    if not policy.allow_private:
+        for address in _addresses(host, resolver):
+            if _is_local(address):
+                raise LinkError(f"{host} is an address on this machine or the local network "
+                                f"({address}).", "Set links.allow_private = true to fetch "
+                                "from the local network.")
+    return url
+
+
+def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    return any(host == a.lower() or host.endswith("." + a.lower()) for a in allowed)
+
+
+def _addresses(host: str, resolver: Resolver) -> list[str]:
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        return resolver(host)
+
+
+def _is_local(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified
+            or ip.is_multicast or ip.is_reserved)
+
+
+def _short(url: str) -> str:
+    return url if len(url) <= 120 else url[:117] + "..."

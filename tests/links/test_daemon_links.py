@@ -1,0 +1,98 @@
+"""Link drops end to end: the real daemon takes link files, downloads from a real local
+HTTP server in its worker, separates, publishes under the title, and fails clearly."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("yt_dlp")
+
+from .linkserver import LinkServer  # noqa: E402
+
+LINKS = {"enabled": True, "allow_private": True, "download_timeout": "20s",
+         "max_duration": "10s"}
+
+
+def _error_of(jobs: list[dict], url: str) -> str:
+    return next(j["error"] for j in jobs if j["url"] == url)
+
+
+def test_link_files_become_stems_and_failures_say_why(make_daemon, tmp_path: Path,
+                                                      server: LinkServer) -> None:
+    daemon = make_daemon(links=LINKS, workers={"max_attempts": 1})
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    (inbox / "shared from phone.url").write_text(
+        f"[InternetShortcut]\nURL={server.url('song.mp3')}\n")
+    (inbox / "broken.txt").write_text(f"{server.url('gone.mp3')}\n")
+    (inbox / "too long.links").write_text(f"{server.url('long.mp3')}\n")
+    (inbox / "news.links").write_text(f"{server.url('page.html')}\n")
+
+    jobs = daemon.wait_jobs(4, ("done", "failed"), timeout=240)
+    by_url = {j["url"]: j for j in jobs}
+    assert by_url[server.url("song.mp3")]["state"] == "done"
+    track = outbox / "song"                          # the title, not the link file's name
+    manifest = json.loads((track / "manifest.json").read_text())
+    assert manifest["url"] == server.url("song.mp3") and manifest["title"] == "song"
+    assert {p.name for p in track.iterdir()} >= {"drums.wav", "bass.wav", "other.wav",
+                                                  "vocals.wav"}
+    assert (tmp_path / "state" / "archive" / "shared from phone.url").exists()
+
+    assert "unavailable (HTTP 404)" in _error_of(jobs, server.url("gone.mp3"))
+    assert "longer than the 10s allowed" in _error_of(jobs, server.url("long.mp3"))
+    assert "No audio was found" in _error_of(jobs, server.url("page.html"))
+    failed = tmp_path / "state" / "failed"
+    assert "HTTP 404" in (failed / "broken.txt.error.txt").read_text()
+    assert sorted(p.name for p in outbox.iterdir() if not p.name.startswith(".")) == ["song"]
+
+
+def test_a_forbidden_address_is_refused_at_intake(make_daemon, tmp_path: Path) -> None:
+    daemon = make_daemon(links={"enabled": True})
+    (tmp_path / "inbox" / "lan.url").write_text("[InternetShortcut]\nURL=http://127.0.0.1:9/x\n")
+    job = daemon.wait_jobs(1, ("failed",), timeout=60)[0]
+    assert "local network" in job["error"] and "allow_private" in job["error"]
+    assert (tmp_path / "state" / "failed" / "lan.url").exists()
+
+
+def test_downloads_beyond_the_rate_limit_wait(make_daemon, tmp_path: Path,
+                                              server: LinkServer) -> None:
+    daemon = make_daemon(links={**LINKS, "rate_limit": 1})
+    (tmp_path / "inbox" / "two.txt").write_text(
+        f"{server.url('song.mp3')}\n{server.url('song.mp3')}?take=2\n")
+    daemon.wait_jobs(1, ("done",), timeout=120)
+
+    def held() -> str:
+        reasons = ((daemon.status() or {}).get("dispatcher") or {}).get("waiting", {})
+        return next((r for r in reasons.values() if "links.rate_limit" in r), "")
+    assert "1 downloads in the last hour" in daemon.wait_for(held, 30, "the rate-limit wait")
+    assert sorted(j["state"] for j in daemon.jobs()) == ["done", "queued"]
+    assert (tmp_path / "inbox" / "two.txt").exists()   # its second URL still needs it
+
+
+def test_the_same_url_again_is_served_from_the_cache(make_daemon, tmp_path: Path,
+                                                      server: LinkServer) -> None:
+    daemon = make_daemon(links=LINKS)
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    (inbox / "first.url").write_text(f"[InternetShortcut]\nURL={server.url('song.mp3')}\n")
+    daemon.wait_jobs(1, ("done",), timeout=120)
+    (inbox / "second.txt").write_text(f"{server.url('song.mp3')}\n")
+    jobs = daemon.wait_jobs(2, ("done",), timeout=60)
+    assert jobs[1]["cached"] == 1 and jobs[1]["title"] == "song"
+    assert sorted(p.name for p in outbox.iterdir() if not p.name.startswith(".")) == \
+        ["song", "song (2)"]
+    manifest = json.loads((outbox / "song (2)" / "manifest.json").read_text())
+    assert manifest["cached"] is True and manifest["url"] == server.url("song.mp3")
+
+
+def test_a_stalled_download_is_retried_then_fails_with_its_reason(make_daemon, tmp_path: Path,
+                                                                  server: LinkServer) -> None:
+    daemon = make_daemon(links={**LINKS, "download_timeout": "3s"},
+                         workers={"max_attempts": 2})
+    (tmp_path / "inbox" / "slow.url").write_text(
+        f"[InternetShortcut]\nURL={server.url('stall/song.mp3')}\n")
+    job = daemon.wait_jobs(1, ("failed",), timeout=120)[0]
+    assert job["attempts"] == 2
+    assert "timed out" in job["error"].lower() and "retried" not in job["error"].split(".")[0]
+    assert [a["kind"] for a in json.loads(job["history"])] == ["download", "download"]
+    assert (tmp_path / "state" / "failed" / "slow.url").exists()
