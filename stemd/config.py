@@ -132,6 +132,16 @@ class MaintenanceConfig(_Section):
     backup_interval: Seconds = 86400.0
 
 
+class ClusterConfig(_Section):
+    engine: Literal["none", "ray"] = "none"
+    address: str = "auto"
+    transfer: Literal["object-store", "shared"] = "object-store"
+    gpu_per_node: Union[Literal["auto"], Annotated[int, Field(ge=0)]] = "auto"
+    cpu_slots_per_node: Union[Literal["auto"], Annotated[int, Field(ge=0)]] = "auto"
+    scan_interval: Seconds = Field(5.0, gt=0)
+    chunk_size: Bytes = Field(parse_size("8MiB"), gt=0)
+
+
 class ProfileConfig(_Section):
     model: str = "htdemucs"
     two_stems: Optional[str] = None
@@ -230,6 +240,7 @@ class Config(_Section):
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
     links: LinksConfig = Field(default_factory=LinksConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     profiles: dict[str, ProfileConfig] = Field(default_factory=lambda: {"default": ProfileConfig()})
     web: WebConfig = Field(default_factory=WebConfig)
     notify: list[NotifyConfig] = Field(default_factory=list)

@@ -98,3 +98,9 @@ class InputChanged(StemdError):
     The job is superseded; the new content is separated as a new job."""
 
     kind = "superseded"
+
+
+class ClusterError(StemdError):
+    """The Ray cluster cannot be reached, or a node cannot serve (version mismatch)."""
+
+    kind = "cluster"

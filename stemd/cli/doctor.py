@@ -26,6 +26,7 @@ def run_doctor(config: Config) -> Iterator[Check]:
     yield from _folders(config)
     yield _sqlite()
     yield from _links(config)
+    yield from _cluster(config)
     yield from notify_checks(config)
 
 
@@ -120,6 +121,15 @@ def _folders(config: Config) -> Iterator[Check]:
             yield Check(f"{label} {folder}", True, "readable and writable")
         else:
             yield Check(f"{label} {folder}", False, f"{problem.problem} {problem.hint}")
+
+
+def _cluster(config: Config) -> Iterator[Check]:
+    if config.cluster.engine != "ray":
+        return
+    from stemd.cluster.doctor import check_cluster
+    from stemd.cluster.settings import ClusterSettings
+    for name, ok, detail in check_cluster(ClusterSettings.from_config(config)):
+        yield Check(name, ok, detail)
 
 
 def _sqlite() -> Check:

@@ -91,6 +91,8 @@ def render_status(data: dict[str, Any]) -> str:
     if daemon.get("shutting_down"):
         lines.append(STOPPING_NOTE)
     running = data.get("running_jobs", {})
+    for node in dispatcher.get("nodes", []):
+        lines.append(_node_line(node))
     for slot in dispatcher.get("slots", []):
         lines.append(_slot_line(slot) + _job_suffix(running.get(str(slot.get("job"))), slot))
     waiting = dispatcher.get("waiting", {})
@@ -154,6 +156,12 @@ def _inbox_line(inbox: dict[str, Any]) -> str:
     if inbox.get("pending"):
         line += f", {inbox['pending']} settling"
     return line + (f"; {inbox['problem']}" if inbox.get("problem") else "")
+
+
+def _node_line(node: dict[str, Any]) -> str:
+    slots = ", ".join(node.get("slots", [])) or "no slots"
+    return (f"  node {node['host']} ({node['id'][:12]}, {node['address']}): {node['state']}; "
+            f"{node.get('gpus', 0)} GPU(s), {node.get('cpus', 0)} CPU(s); {slots}")
 
 
 def _slot_line(slot: dict[str, Any]) -> str:

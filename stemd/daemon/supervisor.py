@@ -102,6 +102,7 @@ class Daemon:
         from stemd.engine import probe
         self.intake = Intake(self.lifecycle, intake_settings(config), dict(config.profiles), probe)
         self.scheduler: Any = None
+        self.cluster: Any = None                 # cluster mode: worker actors on Ray nodes
         from stemd.service.sdnotify import Notifier, WatchdogPinger
         # unset NOTIFY_SOCKET for children: only the supervisor talks to systemd
         self.notifier = Notifier(unset_environment=True)
@@ -132,6 +133,7 @@ class Daemon:
         log.info("worker processes use %s", library or "the system malloc")
         self._start_web(self.config)      # first: a port that is taken stops the start
         self.recover()
+        self._join_cluster()
         self.intake.start()
         self.watcher.start()
         self._spawn("stemd-watcher", self._watch_loop)
@@ -141,6 +143,15 @@ class Daemon:
         self._start_notifications()
         log.info("stemd %s running: %d inbox(es), outbox %s, slots: %s", __version__,
                  len(self.config.inbox), self.config.outbox.path, self._slot_summary())
+
+    def _join_cluster(self) -> None:
+        if self.config.cluster.engine != "ray":
+            return
+        from stemd.cluster.pool import ClusterPool
+        from stemd.cluster.settings import ClusterSettings
+        self.cluster = ClusterPool(ClusterSettings.from_config(self.config))
+        self.cluster.connect()
+        self.dispatcher.pool.attach_cluster(self.cluster)
 
     def _plan(self, config: Config) -> SlotPlan:
         """Slots for ``config``; GPUs are counted once (a subprocess importing torch)."""
@@ -379,6 +390,8 @@ class Daemon:
         for thread in self._threads:
             thread.join(10)
         self.dispatcher.stop_all("stemd was stopping; the job will run again")
+        if self.cluster is not None:
+            self.cluster.shutdown()
         self.intake.stop()
         if self.scheduler is not None:
             self.scheduler.shutdown()
@@ -402,6 +415,8 @@ class Daemon:
             if self.notifier is not None:
                 self.notifier.ready(self.status_line())
             return
+        if new.cluster != self.config.cluster:
+            log.warning("[cluster] changed: it takes effect when stemd restarts")
         if new.workers.allocator != self.config.workers.allocator:
             log.warning("workers.allocator changed: it takes effect when stemd restarts")
         self._reload_web(new)

@@ -99,6 +99,7 @@ class Dispatcher:
         for event in self.pool.read(timeout):
             self._on_event(event)
         now = time.monotonic() if now is None else now
+        self.pool.scan_cluster(now)
         for event in self.pool.watch(now):
             self._on_event(event)
         self.pool.retire_idle()
@@ -128,7 +129,9 @@ class Dispatcher:
         elif isinstance(event, JobFailed):
             self._on_failed(slot, event.failure)
         elif isinstance(event, WorkerDied):
-            self._attempt_failed(slot, "crash", f"The worker process died ({event.exit}).",
+            death = getattr(slot, "death", None)       # a remote slot says why (node lost)
+            kind, message = death() if death else ("crash", f"The worker process died ({event.exit}).")
+            self._attempt_failed(slot, kind, message,
                                  "If this repeats, the input or the model may be at fault; "
                                  "see the log.", permanent=False)
         elif isinstance(event, CancelAsked):
@@ -167,7 +170,7 @@ class Dispatcher:
         """Below the memory floor, stop the youngest job and requeue it. Returns its id."""
         if psutil.virtual_memory().available >= floor:
             return None
-        busy = [s for s in self._all_slots() if s.running]
+        busy = [s for s in self._all_slots() if s.running and getattr(s, "node", None) is None]
         if not busy:
             return None
         slot = max(busy, key=lambda s: s.running.started)  # type: ignore[union-attr]
@@ -185,11 +188,12 @@ class Dispatcher:
     def _on_done(self, slot: Slot, result: SeparationResult, wall: float) -> None:
         run = slot.running
         assert run is not None
-        published = self.lifecycle.finish(run.job_id, run.attempt, result, wall)
+        node = getattr(slot, "node", None)            # a remote slot: the manifest names it
+        extra = {"node": node.label()} if node is not None else None
+        published = self.lifecycle.finish(run.job_id, run.attempt, result, wall, extra)
         if published is None:
             self._clear(slot)
             return
-
         self.store.record_measurement(run.model, slot.kind, result.input.duration, wall,
                                       run.peak_rss or None, None)
         self.model_stems[run.model] = len(result.model_sources)
@@ -341,9 +345,12 @@ class Dispatcher:
         workers = self.settings.workers
         measured = self.store.measurements(job.options.model, slot.kind)
         estimate = admission.estimate_peak(measured, job.duration or 0.0, workers.memory_estimate)
-        committed = sum(s.running.estimate for s in self._all_slots() if s.running)
+        node = getattr(slot, "node", None)            # remote slots: that node's memory
+        committed = sum(s.running.estimate for s in self._all_slots()
+                        if s.running and getattr(s, "node", None) == node)
         budget = Budget(workers.memory_reserve, workers.memory_budget, workers.memory_floor)
-        verdict = admission.admit(estimate, committed, budget)
+        available, total = slot.memory() if node is not None else (None, None)  # type: ignore[attr-defined]
+        verdict = admission.admit(estimate, committed, budget, available, total)
         if verdict.ok and slot.kind == "gpu":
             verdict = admission.admit_vram(estimate, slot.free_vram)
         if verdict.never:
@@ -410,7 +417,8 @@ class Dispatcher:
     def snapshot(self) -> dict[str, Any]:
         """For the status file; safe to call from another thread."""
         waiting = dict(self.waiting)            # one copy: the dispatcher thread changes it
-        return {"slots": self.pool.snapshot(), "waiting": {str(k): v for k, v in waiting.items()},
+        return {"slots": self.pool.snapshot(), "nodes": self.pool.nodes(),
+                "waiting": {str(k): v for k, v in waiting.items()},
                 "paused": self.paused_reason, "claiming": self.claiming}
 
     def healthy(self) -> bool:

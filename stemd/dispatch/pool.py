@@ -83,6 +83,7 @@ class SlotPool:
         self.source = source
         self.slots: list[Slot] = []
         self._retiring: list[Slot] = []
+        self.cluster: Any = None                    # a ClusterPool: remote slots on Ray nodes
         self.resize(workers, source, gpus, cpu_slots, threads)
 
     # -- which slots --------------------------------------------------------------------
@@ -93,9 +94,10 @@ class SlotPool:
         self.workers, self.source = workers, source
         wanted = [("gpu", device, 0) for device in gpus] + [("cpu", "cpu", threads)] * cpu_slots
         kept: list[Slot] = []
+        remote = [s for s in self.slots if getattr(s, "node", None) is not None]
         for index, (kind, device, count) in enumerate(wanted):
             spec = self._spec(index, device, count)
-            old = next((s for s in self.slots if s.kind == kind and s.device == device
+            old = next((s for s in self.slots if s not in remote and s.kind == kind and s.device == device
                         and s not in kept and not s.retired), None)
             if old is not None and old.spec == spec:
                 kept.append(old)
@@ -104,10 +106,28 @@ class SlotPool:
                 old.retired = True
             kept.append(Slot(index, kind, device, spec))
         for slot in self.slots:
-            if slot not in kept:
+            if slot not in kept and slot not in remote:
                 slot.retired = True
         self._retiring += [s for s in self.slots if s.retired and s not in kept]
-        self.slots = kept
+        self.slots = kept + remote
+
+    # -- remote slots (cluster mode) ----------------------------------------------------
+    def attach_cluster(self, cluster: Any) -> None:
+        """``cluster.loop(now)`` gives the slots of Ray nodes that join and leave."""
+        self.cluster = cluster
+
+    def scan_cluster(self, now: float) -> None:
+        if self.cluster is None:
+            return
+        added, gone = self.cluster.loop(now)
+        self.slots = self.slots + added
+        for slot in gone:
+            self.slots = [s for s in self.slots if s is not slot]
+            if slot.running:
+                self._retiring.append(slot)   # ``watch`` reports its job's worker dead
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self.cluster.snapshot() if self.cluster is not None else []
 
     def _spec(self, index: int, device: str, threads: int) -> WorkerSpec:
         return WorkerSpec(slot=index, device=device, threads=threads, source=self.source,
@@ -246,7 +266,9 @@ class SlotPool:
         slots = []
         for slot in self.slots:
             run = slot.running
+            node = getattr(slot, "node", None)
             slots.append({"name": slot.name, "device": slot.device, "pid": slot.pid(),
+                          "node": node.label() if node is not None else None,
                           "alive": slot.alive(), "job": run.job_id if run else None,
                           "progress": round(run.progress, 1) if run else None,
                           "started": run.started_at if run else None,

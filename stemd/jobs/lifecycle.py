@@ -218,8 +218,8 @@ class Lifecycle:
             self.store.update_input(job.id, job.input, current)
         return True
 
-    def finish(self, job_id: int, attempt: int, result: SeparationResult,
-               wall: float) -> Optional[Published]:
+    def finish(self, job_id: int, attempt: int, result: SeparationResult, wall: float,
+               extra: Optional[dict[str, Any]] = None) -> Optional[Published]:
         """running -> done: publish the staged stems, cache them, then handle the input.
         None when the job is no longer this supervisor's, or publishing failed (an attempt
         failed)."""
@@ -232,7 +232,7 @@ class Lifecycle:
         template = self.settings.template_for(job.profile)
         rel_dir = rel_track_dir(template, job)
         staged_track = stage_dir(self.folders, job.id, attempt) / rel_dir
-        manifest = build_manifest(job, result, wall, template)
+        manifest = {**build_manifest(job, result, wall, template), **(extra or {})}
         if resample_note(result):
             log.info("job %s: %s", job.id, resample_note(result))
         try:

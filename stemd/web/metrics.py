@@ -133,6 +133,7 @@ class StemdCollector:
             busy.add_metric([device], in_use)
             total.add_metric([device], slots)
         yield from (busy, total, rss)
+        yield _node_metric(dispatcher.get("nodes", []))
         yield GaugeMetricFamily("stemd_paused", "1 while dispatch is paused (low disk space)",
                                 value=1 if dispatcher.get("paused") else 0)
         yield GaugeMetricFamily("stemd_up", "1 while the daemon writes its status",
@@ -173,3 +174,14 @@ def router(ctx: WebContext) -> APIRouter:
         """Prometheus metrics (token needed unless [web] metrics_public = true)."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
     return api
+
+
+def _node_metric(nodes: list[dict[str, Any]]) -> Any:
+    """Cluster mode: each Ray node with its slot count (0 while checked or refused)."""
+    family = GaugeMetricFamily("stemd_cluster_node_slots", "Slots of each cluster node",
+                               labels=["node", "host", "state"])
+    for node in nodes:
+        state = str(node.get("state", "")).split(":")[0]
+        family.add_metric([str(node.get("id")), str(node.get("host")), state],
+                          len(node.get("slots", [])))
+    return family

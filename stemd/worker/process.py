@@ -65,6 +65,15 @@ def main(conn: Connection, spec: WorkerSpec) -> None:
     Worker(channel, spec).serve()
 
 
+def serve(conn: Connection, spec: WorkerSpec) -> None:
+    """Serve tasks on ``conn`` inside a process stemd does not own (a cluster worker
+    actor): no parent watch or signal handling; log records go back like a worker's."""
+    channel = Channel(conn)
+    logs.install(_Forward(channel), spec.log_level)
+    _configure_torch(spec)
+    Worker(channel, spec).serve()
+
+
 class Worker:
     def __init__(self, channel: Channel, spec: WorkerSpec) -> None:
         self.conn = channel
