@@ -103,6 +103,7 @@ def test_job_options_are_typed_and_keep_the_cache_keys_of_earlier_versions() -> 
     # the key of the dict-based options before JobOptions: cached stems stay valid
     old = dataclasses.asdict(profile.separation_options())
     old["device"] = profile.device
+    old.pop("skip_silent")              # an option that came later: off, it keeps old keys
     relevant = {k: v for k, v in old.items() if k not in ("device", "batch_size", "force_device")}
     blob = json.dumps(relevant, sort_keys=True)
     assert options.cache_key("abc") == hashlib.sha256(f"abc:{blob}".encode()).hexdigest()

@@ -145,6 +145,10 @@ class Intake:
         first: Optional[int] = None
         for url in urls:
             key = options.cache_key(hashlib.sha256(f"link:{url}".encode()).hexdigest())
+            active = self.store.active_with_key(key)       # from this or another link file
+            if active is not None:
+                log.info("job %s: %s is already queued; not adding it again", active.id, url)
+                continue
             job_id = self.lifecycle.arrive(NewJob(
                 key=key, input=str(arrival.path), profile=arrival.profile, options=options,
                 inbox=str(arrival.inbox) if arrival.inbox else None,

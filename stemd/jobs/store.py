@@ -405,10 +405,15 @@ class Store:
         counts.update({row[0]: row[1] for row in rows})
         return counts
 
-    def active_with_key(self, key: str, path: str) -> Optional[Job]:
-        """The queued or running job of this input with these options, if any."""
-        row = self._execute("SELECT * FROM jobs WHERE key = ? AND input = ? AND state IN "
-                            "('queued', 'running') LIMIT 1", (key, path)).fetchone()
+    def active_with_key(self, key: str, path: Optional[str] = None) -> Optional[Job]:
+        """The queued or running job of this input (of any input when ``path`` is None)
+        with these options, if any."""
+        if path is None:
+            row = self._execute("SELECT * FROM jobs WHERE key = ? AND state IN "
+                                "('queued', 'running') LIMIT 1", (key,)).fetchone()
+        else:
+            row = self._execute("SELECT * FROM jobs WHERE key = ? AND input = ? AND state IN "
+                                "('queued', 'running') LIMIT 1", (key, path)).fetchone()
         return Job.from_row(dict(row)) if row else None
 
     def done_with_input(self, path: str, sha256: str) -> Optional[int]:

@@ -101,7 +101,7 @@ def test_a_failed_input_has_one_place_and_one_note_until_it_succeeds(make_daemon
     daemon.wait_jobs(1, ("done",), timeout=60)
     assert list((failed / "sub").iterdir()) == []                  # no orphan note
     assert (tmp_path / "state" / "archive" / "sub" / "song.wav").exists()
-    assert (tmp_path / "outbox" / "song" / "vocals.wav").exists()
+    assert (tmp_path / "outbox" / "sub" / "song" / "vocals.wav").exists()
 
 
 def _failed_then_fixed(make_daemon, tmp_path):

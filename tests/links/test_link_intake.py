@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from stemd.config import ProfileConfig
+from stemd.config import Config, ProfileConfig
 from stemd.engine import probe
 from stemd.errors import LinkError
 from stemd.jobs.intake import Arrival, Intake, IntakeSettings
+from stemd.jobs.lifecycle import Lifecycle, LifecycleSettings
 from stemd.jobs.store import State, Store
 from stemd.links.policy import UrlPolicy
 
@@ -17,11 +18,14 @@ from stemd.links.policy import UrlPolicy
 @pytest.fixture
 def intake(tmp_path: Path) -> Intake:
     settings = IntakeSettings(max_file_bytes=10_000_000, max_duration=60.0,
-                              failed_dir=tmp_path / "failed",
                               links=UrlPolicy(allowed_hosts=("example.com",)))
     profiles = {"default": ProfileConfig(model="tiny"),
                 "karaoke": ProfileConfig(model="tiny", two_stems="vocals")}
-    return Intake(Store(tmp_path / "db.sqlite3"), settings, profiles, probe)
+    config = Config(daemon={"state_dir": str(tmp_path)},
+                    outbox={"path": str(tmp_path / "out")}, profiles=profiles)
+    lifecycle = Lifecycle(Store(tmp_path / "db.sqlite3"), LifecycleSettings.from_config(config),
+                          "boot")
+    return Intake(lifecycle, settings, profiles, probe)
 
 
 def test_one_job_per_url_and_the_same_url_twice_is_one_job(intake: Intake, tmp_path: Path) -> None:
