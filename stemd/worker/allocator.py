@@ -71,13 +71,15 @@ def preload(setting: str, environ: MutableMapping[str, str] = os.environ) -> Opt
 
 
 def in_use() -> str:
-    """The malloc this process runs with: ``tcmalloc`` or ``system``."""
+    """The malloc this process runs with: ``jemalloc``, ``tcmalloc`` or ``system``."""
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:
         return "system"
+    if "libjemalloc" in maps:
+        return "jemalloc"
     return "tcmalloc" if "libtcmalloc" in maps else "system"
 
 
 def _is_tcmalloc(entry: str) -> bool:
-    return "libtcmalloc" in Path(entry).name
+    return any(lib in Path(entry).name for lib in ("libtcmalloc", "libjemalloc"))
