@@ -111,6 +111,10 @@ class WorkersConfig(_Section):
         return check_setting(value)
 
 
+class EngineConfig(_Section):
+    backend: Literal["auto", "torch", "onnxruntime"] = "auto"   # auto: ONNX Runtime on CPU slots when installed
+
+
 class MaintenanceConfig(_Section):
     interval: Seconds = 3600.0
     cache_ttl: Seconds = 72 * 3600.0
@@ -167,6 +171,7 @@ class Config(_Section):
     intake: IntakeConfig = Field(default_factory=IntakeConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
     profiles: dict[str, ProfileConfig] = Field(default_factory=lambda: {"default": ProfileConfig()})
     source: Optional[Path] = Field(None, exclude=True)
@@ -201,6 +206,11 @@ class Config(_Section):
     @property
     def cache_dir(self) -> Path:
         return self.state_dir / "cache"
+
+    @property
+    def export_dir(self) -> Path:
+        """The engine's exported networks (ONNX), one file per model and versions."""
+        return self.state_dir / "exports"
 
     @property
     def staging_dir(self) -> Path:

@@ -11,7 +11,7 @@ from stemd.config import Config, ProfileConfig, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = ROOT / "config" / "stemd.toml"
-SECTIONS = {"daemon", "outbox", "intake", "models", "workers", "maintenance"}
+SECTIONS = {"daemon", "outbox", "intake", "models", "workers", "engine", "maintenance"}
 
 
 def _documented_keys(text: str) -> dict[str, set[str]]:

@@ -12,6 +12,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_connections
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import psutil
@@ -20,6 +21,7 @@ from stemd.dispatch import admission
 from stemd.dispatch.admission import Budget
 from stemd.jobs.lifecycle import (PublishSettings, build_manifest, finish_job, park_failed_input, rel_track_dir, remove_attempt_dirs, serve_from_cache, stage_dir, work_dir)
 from stemd.config import Config, WorkersConfig
+from stemd.engine.backends import device_key, expected_backend
 from stemd.engine.types import ModelSource, OutputFormat, SeparationOptions, SeparationResult
 from stemd.output.naming import track_name
 from stemd.dispatch.slots import Running, Slot, describe_exit
@@ -41,6 +43,8 @@ class DispatchSettings:
     source: ModelSource
     templates: dict[str, str]        # profile -> template
     log_level: str = "info"
+    backend: str = "torch"           # engine.backend
+    export_dir: Optional[Path] = None
 
     @classmethod
     def from_config(cls, config: Config) -> "DispatchSettings":
@@ -52,7 +56,8 @@ class DispatchSettings:
         source = ModelSource(repo=config.models.repo, offline=config.models.offline,
                              allow_pickle=config.models.allow_pickle)
         templates = {name: config.template_for(name) for name in config.profiles}
-        return cls(config.workers, publish, source, templates, config.daemon.log_level)
+        return cls(config.workers, publish, source, templates, config.daemon.log_level,
+                   config.engine.backend, config.export_dir)
 
 
 class Dispatcher:
@@ -71,13 +76,21 @@ class Dispatcher:
         self._estimates: dict[int, int] = {}
         self._retiring: list[Slot] = []
         self._hold: tuple[float, int] = (0.0, 0)   # (until, free slots) while a job waits
+        self.backends: dict[int, str] = {}         # slot -> engine backend its last job ran on
         self._resize(gpus, cpu_slots, threads)
 
     # -- slots -----------------------------------------------------------------------
+    def _device_key(self, slot: Slot) -> str:
+        """Measurements are kept per device kind and backend ("cpu", "cpu-ort", "gpu")."""
+        backend = self.backends.get(slot.index) or expected_backend(self.settings.backend,
+                                                                    slot.device)
+        return device_key(slot.kind, backend)
+
     def _spec(self, index: int, device: str, threads: int) -> WorkerSpec:
         return WorkerSpec(slot=index, device=device, threads=threads, source=self.settings.source,
                           idle_unload=self.settings.workers.idle_unload, parent_pid=os.getpid(),
-                          log_level=self.settings.log_level)
+                          log_level=self.settings.log_level, backend=self.settings.backend,
+                          export_dir=self.settings.export_dir)
 
     def _resize(self, gpus: list[str], cpu_slots: int, threads: int) -> None:
         wanted = [("gpu", device, 0) for device in gpus]
@@ -242,7 +255,8 @@ class Dispatcher:
             self._attempt_failed(slot, "publish", f"The stems could not be published: {exc}.",
                                  "Check free space and permissions of the outbox.", False)
             return
-        self.store.record_measurement(run.model, slot.kind, result.input.duration, wall,
+        self.backends[slot.index] = result.backend
+        self.store.record_measurement(run.model, self._device_key(slot), result.input.duration, wall,
                                       run.peak_rss or None, None)
         self.model_stems[run.model] = len(result.model_sources)
         log.info("job %s: done in %.1f s -> %s", job.id, wall, published.path or published.note)
@@ -416,7 +430,7 @@ class Dispatcher:
                 self.waiting[job.id] = reason
                 return False
         workers = self.settings.workers
-        measured = self.store.measurements(job.options.get("model", ""), slot.kind)
+        measured = self.store.measurements(job.options.get("model", ""), self._device_key(slot))
         estimate = admission.estimate_peak(measured, job.duration or 0.0, workers.memory_estimate)
         committed = sum(s.running.estimate for s in self._all_slots() if s.running)
         budget = Budget(workers.memory_reserve, workers.memory_budget, workers.memory_floor)
@@ -442,7 +456,7 @@ class Dispatcher:
         attempt = job.attempts + 1
         task = self._task(job, attempt)
         workers = self.settings.workers
-        measured = self.store.measurements(job.options.get("model", ""), slot.kind)
+        measured = self.store.measurements(job.options.get("model", ""), self._device_key(slot))
         limit = admission.deadline_seconds(job.duration or 0.0, admission.speed(measured, slot.kind),
                                            int(job.options.get("shifts", 1)), workers.job_timeout,
                                            workers.job_timeout_cap)

@@ -83,7 +83,7 @@ def _separate_mix(model: LoadedModel, mix: PreparedMix, opts: SeparationOptions,
     return SeparationResult(
         {name: out_dir / filename(name) for name in layout.outputs}, model.samplerate,
         model.audio_channels, mix.frames, mix.info, model.device, timings,
-        tuple(model.sources), members)
+        tuple(model.sources), members, model.backend)
 
 
 def _open_sinks(layout: StemLayout, mix: PreparedMix, opts: SeparationOptions,

@@ -67,3 +67,4 @@ class SeparationResult:
     timings: dict[str, float]                  # seconds: decode, separate, encode, total
     model_sources: tuple[str, ...]             # the stems the model produces
     members_run: int = 1                       # bag members actually run
+    backend: str = "torch"                     # what ran the model: torch | onnxruntime
