@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 
-.PHONY: run test setup ffmpeg tcmalloc clean
+.PHONY: run test setup ffmpeg tcmalloc jemalloc clean
 
 run: setup
 	$(VENV)/bin/stemd --config config/stemd.toml run
@@ -16,7 +16,7 @@ test: setup
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml | ffmpeg tcmalloc
+$(VENV)/.installed: pyproject.toml | ffmpeg tcmalloc jemalloc
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# the CPU build of torch first, so the package's "torch" requirement is already met
@@ -40,6 +40,16 @@ tcmalloc:
 	    $$SUDO apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1 || \
 	    { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libtcmalloc-minimal4; } || \
 	    echo "tcmalloc not installed; workers use the system malloc"; }
+
+# optional: worker processes use jemalloc when it is installed (docs/benchmarks.md: the
+# fastest malloc for both engine backends)
+jemalloc:
+	@[ "$$(uname)" != Linux ] || ls /usr/lib/*/libjemalloc.so.2 /usr/lib64/libjemalloc.so.2 2>/dev/null | grep -q . || \
+	  ! command -v apt-get >/dev/null || \
+	  { echo "installing jemalloc (optional)"; SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get install -y -qq libjemalloc2 >/dev/null 2>&1 || \
+	    { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libjemalloc2; } || \
+	    echo "jemalloc not installed; workers use tcmalloc or the system malloc"; }
 
 clean:
 	rm -rf $(VENV) build *.egg-info

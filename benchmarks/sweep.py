@@ -68,7 +68,8 @@ def _child(args: argparse.Namespace) -> None:
     ready = time.perf_counter() - began
     assert chosen.backend == args.backend, chosen.note
     forward = chosen.forwards[0]
-    mix = 0.1 * torch.randn(1, loaded.audio_channels, 343980,
+    from stemd.engine.backends.split import training_length
+    mix = 0.1 * torch.randn(1, loaded.audio_channels, training_length(loaded.members[0]),
                             generator=torch.Generator().manual_seed(0))
     times = []
     with torch.inference_mode():

@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 
 from stemd import __version__
 from stemd.worker import allocator
+from stemd.engine.backends import expected_backend
 from stemd.jobs.lifecycle import handle_input, park_failed_input
 from stemd.config import Config, load_config
 from stemd.dispatch.devices import SlotPlan, detect_accelerators, plan_slots
@@ -119,7 +120,8 @@ class Daemon:
             _empty_folder(folder)
 
     def start(self) -> None:
-        library = allocator.preload(self.config.workers.allocator)   # before any thread starts
+        cpu_backend = expected_backend(self.config.engine.backend, "cpu")   # CPU slots are where it counts
+        library = allocator.preload(self.config.workers.allocator, backend=cpu_backend)   # before any thread starts
         log.info("worker processes use %s", library or "the system malloc")
         self.recover()
         self.intake.start()
