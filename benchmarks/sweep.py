@@ -26,7 +26,7 @@ VARIANTS: list[tuple[str, str, bool, bool]] = [
     ("torch", JEMALLOC, False, False),
     ("onnxruntime", "system", False, True), ("onnxruntime", TCMALLOC, False, True),
     ("onnxruntime", JEMALLOC, False, True), ("onnxruntime", JEMALLOC, True, True),
-    ("onnxruntime", JEMALLOC, False, False), ("onnxruntime", TCMALLOC, True, True),
+    ("onnxruntime", JEMALLOC, False, False),
 ]
 
 

@@ -201,6 +201,8 @@ def base_config(tmp: Path, model_repo: Path, **overrides: Any) -> dict[str, Any]
                     "memory_reserve": "64MiB", "memory_estimate": "512MiB"},
         "maintenance": {"min_free": "10MiB"},
         "profiles": {"default": {"model": "tiny"}},
+        # torch starts at once; tests/daemon/test_engine_backend.py runs the default (auto)
+        "engine": {"backend": "torch"},
     }
     for section, values in overrides.items():
         if isinstance(values, dict) and isinstance(config.get(section), dict):

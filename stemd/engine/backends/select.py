@@ -71,11 +71,14 @@ def _ort_forward(model: Any, cache_dir: Path, settings: OrtSettings) -> OrtForwa
         forward = OrtForward(model, _session(exported, model, cache_dir, settings))
     except Exception as exc:
         raise _Rejected(f"the ONNX export failed: {type(exc).__name__}: {exc}") from exc
-    agreement = agreement_db(model, forward)
+    try:
+        agreement, detail = agreement_db(model, forward), ""
+    except Exception as exc:      # e.g. the file holds a network of another shape
+        agreement, detail = float("-inf"), f" ({type(exc).__name__}: {exc})"
     if agreement < VERIFY_DB:
         export.discard(exported.path)
         raise _Rejected(f"the exported network {exported.path.name} agrees with torch to "
-                        f"{agreement:.1f} dB only (at least {VERIFY_DB:g} dB needed); "
+                        f"{agreement:.1f} dB only (at least {VERIFY_DB:g} dB needed){detail}; "
                         "the file was removed and is exported again on the next load")
     log.debug("export %s verified: %.1f dB", exported.path.name, agreement)
     return forward
