@@ -49,6 +49,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         from .sweep import sweep
         setup.sweep = sweep(setup.repo, MODEL, setup.folder / "exports", setup.threads,
                             args.sweep_segments, _env)
+        _write(setup)
     _warm_exports(setup)
     _compare_rows(setup)
     best = _best_backend(setup)
@@ -58,9 +59,13 @@ def main(argv: Optional[list[str]] = None) -> None:
         _batch_rows(setup)
     if args.device.startswith("cuda"):
         _precision_rows(setup)
-    text = write_report(setup.args.report, describe(args), setup.rows, setup.batch,
-                        setup.precision, vars(args), setup.compare, setup.sweep)
-    print(text)
+    print(_write(setup))
+
+
+def _write(setup: Setup) -> str:
+    """Write the report with what has been measured so far (after every run)."""
+    return write_report(setup.args.report, describe(setup.args), setup.rows, setup.batch,
+                        setup.precision, vars(setup.args), setup.compare, setup.sweep)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -201,6 +206,7 @@ def _add_compare(setup: Setup, label: str, engine: str, round_: int, run: Measur
            "load": loaded[0]["seconds"] if loaded else None}
     setup.compare.append(row)
     print(json.dumps(row), flush=True)
+    _write(setup)
 
 
 def _best_backend(setup: Setup) -> str:
@@ -222,6 +228,7 @@ def _length_row(setup: Setup, seconds: float, backend: str) -> None:
     row = {**_row(seconds, engine, cli), "backend": backend}
     setup.rows.append(row)
     print(json.dumps(row), flush=True)
+    _write(setup)
 
 
 def _row(seconds: float, engine: Measured, cli: Optional[Measured]) -> dict[str, Any]:
