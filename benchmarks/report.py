@@ -36,7 +36,8 @@ def _sweep(rows: list[dict[str, Any]]) -> str:
         return ""
     torch_system = [r["ms"] for r in rows if r["backend"] == "torch" and r["malloc"] == "system"]
     base = torch_system[0] if torch_system else None
-    lines = ["### Backend settings: one full-size segment (1 x 2 x 343,980), fresh process each",
+    lines = ["### Backend settings: one segment of the training length "
+             "(1 x 2 x 343,980 for htdemucs), fresh process each",
              "", "Median of the timed passes after a first one; peak RSS of the whole process "
              "(model load and, for ONNX Runtime, the check against torch included).", "",
              "| backend | malloc | ORT arena | ORT mem pattern | ms per segment | vs torch "
