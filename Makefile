@@ -41,8 +41,7 @@ tcmalloc:
 	    { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libtcmalloc-minimal4; } || \
 	    echo "tcmalloc not installed; workers use the system malloc"; }
 
-# optional: worker processes use jemalloc when it is installed (docs/benchmarks.md: the
-# fastest malloc for both engine backends)
+# optional: ONNX Runtime workers use jemalloc when it is installed (docs/benchmarks.md)
 jemalloc:
 	@[ "$$(uname)" != Linux ] || ls /usr/lib/*/libjemalloc.so.2 /usr/lib64/libjemalloc.so.2 2>/dev/null | grep -q . || \
 	  ! command -v apt-get >/dev/null || \

@@ -103,7 +103,7 @@ class WorkersConfig(_Section):
     max_jobs_per_worker: int = Field(50, ge=1)
     max_worker_rss: Bytes = parse_size("6GiB")
     idle_unload: Seconds = 600.0
-    allocator: str = "auto"   # "auto" (jemalloc, else tcmalloc, when installed), "system", or a library path
+    allocator: str = "auto"   # "auto" (per backend: jemalloc or tcmalloc, when installed), "system", or a library path
 
     @field_validator("allocator")
     @classmethod

@@ -7,9 +7,14 @@ over a long track, so a worker's RSS creeps up with the track's length. tcmalloc
 keeps freed spans for reuse. On the full-size htdemucs on 2 cores it made a forward
 pass about 13 % faster and lowered a worker's peak RSS (docs/benchmarks.md).
 
+jemalloc (Debian's ``libjemalloc2``) served ONNX Runtime best once ORT's own arena is
+off; for torch tcmalloc was ahead in two of three measurements (docs/benchmarks.md), so
+``auto`` picks per engine backend (``PREFERRED``), each falling back to the other.
+
 The allocator must be in place before the process starts, so the supervisor puts
-it into ``LD_PRELOAD`` for the worker processes it spawns (Linux only). Nothing is
-required: without tcmalloc installed, ``auto`` leaves glibc's malloc.
+it into ``LD_PRELOAD`` for the worker processes it spawns (Linux only), chosen for the
+backend its CPU slots run. Nothing is required: with neither installed, ``auto`` leaves
+glibc's malloc.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from typing import MutableMapping, Optional
 NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
 JEMALLOC_NAMES = ("libjemalloc.so.2",)
 # ``auto``'s choice per engine backend, best first (measured: docs/benchmarks.md)
-PREFERRED = {"torch": ("jemalloc", "tcmalloc"), "onnxruntime": ("jemalloc", "tcmalloc")}
+PREFERRED = {"torch": ("tcmalloc", "jemalloc"), "onnxruntime": ("jemalloc", "tcmalloc")}
 LIB_DIRS = ("/usr/lib", "/usr/lib64", "/usr/local/lib", "/lib", "/lib64")
 # tcmalloc prints a line for every allocation above this; a long track's spools are not news.
 QUIET = {"TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": str(1 << 40)}
