@@ -18,8 +18,10 @@ from typing import Any, Optional
 
 from .measure import measure
 
-JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
-TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+from stemd.worker.allocator import find_jemalloc, find_tcmalloc
+
+JEMALLOC = str(find_jemalloc() or "jemalloc-not-installed")
+TCMALLOC = str(find_tcmalloc() or "tcmalloc-not-installed")
 # (backend, allocator, ORT arena, ORT memory pattern)
 VARIANTS: list[tuple[str, str, bool, bool]] = [
     ("torch", "system", False, False), ("torch", TCMALLOC, False, False),
