@@ -112,7 +112,9 @@ class WorkersConfig(_Section):
 
 
 class EngineConfig(_Section):
-    backend: Literal["auto", "torch", "onnxruntime"] = "auto"   # auto: ONNX Runtime on CPU slots when installed
+    # torch by default: ONNX Runtime measured slower and 3x the memory here (docs/benchmarks.md);
+    # auto: ONNX Runtime on CPU slots when installed
+    backend: Literal["auto", "torch", "onnxruntime"] = "torch"
 
 
 class MaintenanceConfig(_Section):

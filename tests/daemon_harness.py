@@ -201,7 +201,7 @@ def base_config(tmp: Path, model_repo: Path, **overrides: Any) -> dict[str, Any]
                     "memory_reserve": "64MiB", "memory_estimate": "512MiB"},
         "maintenance": {"min_free": "10MiB"},
         "profiles": {"default": {"model": "tiny"}},
-        # torch starts at once; tests/daemon/test_engine_backend.py runs the default (auto)
+        # torch starts at once; tests/daemon/test_engine_backend.py runs auto (ONNX Runtime)
         "engine": {"backend": "torch"},
     }
     for section, values in overrides.items():

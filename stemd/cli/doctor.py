@@ -74,7 +74,7 @@ def _backend(config: Config) -> Check:
                      f"{setting!r}); GPU slots run torch")
     if setting == "onnxruntime" or setting == "auto":
         return Check("engine backend", True, "ONNX Runtime is not installed; CPU slots run "
-                     "torch. For faster CPU separation: pip install 'stemd[onnx]'.")
+                     "torch (pip install 'stemd[onnx]' for the onnxruntime backend).")
     return Check("engine backend", True, "torch (engine.backend = 'torch')")
 
 

@@ -1,4 +1,4 @@
-"""The daemon's default backend on a CPU slot: ONNX Runtime, exported into the state folder."""
+"""engine.backend = "auto" on a CPU slot: ONNX Runtime, exported into the state folder."""
 from __future__ import annotations
 
 import sqlite3
