@@ -13,7 +13,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 BINDIR ?= $(HOME)/.local/bin
 
-.PHONY: run test setup install torch ffmpeg tcmalloc clean
+.PHONY: run test setup install torch ffmpeg tcmalloc jemalloc clean
 
 run: install
 	$(VENV)/bin/stemd run
@@ -32,7 +32,7 @@ test: setup
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml | ffmpeg tcmalloc
+$(VENV)/.installed: pyproject.toml | ffmpeg tcmalloc jemalloc
 	@echo "creating the virtual environment $(VENV)"
 	@$(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
@@ -83,6 +83,15 @@ tcmalloc:
 	    $$SUDO apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1 || \
 	    { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libtcmalloc-minimal4; } || \
 	    echo "tcmalloc not installed; workers use the system malloc"; }
+
+# optional: ONNX Runtime workers use jemalloc when it is installed (docs/benchmarks.md)
+jemalloc:
+	@[ "$$(uname)" != Linux ] || ls /usr/lib/*/libjemalloc.so.2 /usr/lib64/libjemalloc.so.2 2>/dev/null | grep -q . || \
+	  ! command -v apt-get >/dev/null || \
+	  { echo "installing jemalloc (optional)"; SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get install -y -qq libjemalloc2 >/dev/null 2>&1 || \
+	    { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libjemalloc2; } || \
+	    echo "jemalloc not installed; workers use tcmalloc or the system malloc"; }
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -19,17 +19,30 @@ def describe(args: argparse.Namespace) -> dict[str, str]:
         "torch": torch.__version__,
         "demucs": getattr(demucs, "__version__", "?"),
         "torch threads (default)": str(torch.get_num_threads()),
-        "malloc of stemd's runs": _malloc(args.allocator),
+        "onnxruntime": _ort_version(),
+        "malloc of stemd's torch runs": _malloc(args.allocator),
+        "malloc of stemd's ONNX Runtime runs": _malloc(args.allocator, "onnxruntime"),
         "malloc of the CLI runs": _malloc(args.cli_allocator),
+        "load average (1, 5, 15 min) when this was written": ", ".join(
+            f"{x:.1f}" for x in os.getloadavg()) + " (other work shared the machine "
+            "when it is above 1-2)",
     }
     if args.device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
 
 
-def _malloc(setting: str) -> str:
+def _ort_version() -> str:
+    try:
+        import onnxruntime
+    except ImportError:
+        return "not installed"
+    return str(onnxruntime.__version__)
+
+
+def _malloc(setting: str, backend: str = "torch") -> str:
     from stemd.worker.allocator import resolve
-    library = resolve(setting)
+    library = resolve(setting, backend)
     return f"{library.name} (preloaded)" if library else "glibc (system)"
 
 

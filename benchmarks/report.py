@@ -11,8 +11,10 @@ GB = 1e9
 
 def write_report(path: Path, machine: dict[str, str], rows: list[dict[str, Any]],
                  batch: list[dict[str, Any]], precision: list[dict[str, Any]],
-                 args: dict[str, Any]) -> str:
-    parts = [_machine(machine, args), _lengths(rows), _batch(batch), _precision(precision)]
+                 args: dict[str, Any], compare: list[dict[str, Any]] = (),  # type: ignore[assignment]
+                 sweep: list[dict[str, Any]] = ()) -> str:  # type: ignore[assignment]
+    parts = [_machine(machine, args), _sweep(list(sweep)), _compare(list(compare)),
+             _lengths(rows), _batch(batch), _precision(precision)]
     text = "\n".join(p for p in parts if p)
     path.parent.mkdir(parents=True, exist_ok=True)
     marker = "<!-- results -->"
@@ -29,10 +31,57 @@ def _machine(machine: dict[str, str], args: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _sweep(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    torch_system = [r["ms"] for r in rows if r["backend"] == "torch" and r["malloc"] == "system"]
+    base = torch_system[0] if torch_system else None
+    lines = ["### Backend settings: one segment of the training length "
+             "(1 x 2 x 343,980 for htdemucs), fresh process each",
+             "", "Median of the timed passes after a first one; peak RSS of the whole process "
+             "(model load and, for ONNX Runtime, the check against torch included).", "",
+             "| backend | malloc | ORT arena | ORT mem pattern | ms per segment | vs torch "
+             "glibc | first pass | peak RSS |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ort = r["backend"] == "onnxruntime"
+        vs = f"{r['ms'] / base:.2f}" if base else "-"
+        lines.append(f"| {r['backend']} | {r['malloc']} | {_yes(r['arena']) if ort else '-'} | "
+                     f"{_yes(r['pattern']) if ort else '-'} | {r['ms']:.0f} | {vs} | "
+                     f"{r['first_ms']:.0f} | {r['peak_rss'] / GB:.2f} GB |")
+    return "\n".join(lines) + "\n"
+
+
+def _yes(flag: bool) -> str:
+    return "on" if flag else "off"
+
+
+def _compare(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    lines = ["### The demucs CLI against stemd on each backend", "",
+             "Each track set runs in one process per engine; the CLI and stemd's backends "
+             "alternate round by round. \"vs CLI\" is the median wall time over the CLI's "
+             "median on the same set. Peak RSS is the largest of the rounds.", "",
+             "| tracks | engine | malloc | rounds (wall) | median wall | vs CLI | peak RSS |",
+             "|---|---|---|---|---|---|---|"]
+    for label in dict.fromkeys(r["set"] for r in rows):
+        in_set = [r for r in rows if r["set"] == label]
+        cli = [r["wall"] for r in in_set if r["engine"] == "demucs CLI"]
+        for engine in dict.fromkeys(r["engine"] for r in in_set):
+            mine = [r for r in in_set if r["engine"] == engine]
+            wall = statistics.median(r["wall"] for r in mine)
+            ratio = f"{wall / statistics.median(cli):.2f}x" if cli else "-"
+            walls = ", ".join(f"{r['wall']:.0f} s" for r in mine)
+            lines.append(f"| {label} | {engine} | {mine[0]['malloc']} | {walls} | {wall:.1f} s | "
+                         f"{ratio} | {max(r['rss'] for r in mine) / GB:.2f} GB |")
+    return "\n".join(lines) + "\n"
+
+
 def _lengths(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
-    lines = ["### One track per process, by length", "",
+    lines = [f"### One track per process, by length (stemd on {rows[0].get('backend', 'torch')})",
+             "",
              "| track | stemd s/min audio | CLI s/min audio | stemd / CLI wall | "
              "stemd peak RSS | CLI peak RSS | stemd peak VRAM |",
              "|---|---|---|---|---|---|---|"]

@@ -1,8 +1,10 @@
 """Benchmark stemd's engine against the demucs CLI on the same files and model.
 
 ``python -m benchmarks.run`` builds the full-size htdemucs architecture with random
-weights, synthesizes tracks, runs both, prints the table and writes
-``docs/benchmarks.md``. ``--quick`` uses a tiny model and short tracks (a minute).
+weights, synthesizes tracks, and runs in one go: the backend sweep (``sweep.py``), the
+demucs CLI against stemd on each backend (3 x 30 s and one 5-minute track, alternating
+round by round), and the best backend's peak RSS by track length. It prints the tables
+and writes ``docs/benchmarks.md``. ``--quick`` uses a tiny model and short tracks.
 """
 from __future__ import annotations
 
@@ -34,6 +36,8 @@ class Setup:
     repo: Path
     threads: int
     rows: list[dict[str, Any]] = field(default_factory=list)
+    compare: list[dict[str, Any]] = field(default_factory=list)
+    sweep: list[dict[str, Any]] = field(default_factory=list)
     batch: list[dict[str, Any]] = field(default_factory=list)
     precision: list[dict[str, Any]] = field(default_factory=list)
 
@@ -41,22 +45,46 @@ class Setup:
 def main(argv: Optional[list[str]] = None) -> None:
     args = _parser().parse_args(argv)
     setup = _prepare(args)
+    if args.sweep and args.device == "cpu":
+        from .sweep import sweep
+        setup.sweep = sweep(setup.repo, MODEL, setup.folder / "exports", setup.threads,
+                            args.sweep_segments, _env)
+        _write(setup)
+    _warm_exports(setup)
+    _compare_rows(setup)
+    best = _best_backend(setup)
     for seconds in args.lengths:
-        _length_row(setup, seconds)
+        _length_row(setup, seconds, best)
     if args.batch_tracks:
         _batch_rows(setup)
     if args.device.startswith("cuda"):
         _precision_rows(setup)
-    text = write_report(setup.args.report, describe(args), setup.rows, setup.batch,
-                        setup.precision, vars(args))
-    print(text)
+    print(_write(setup))
+
+
+def _write(setup: Setup) -> str:
+    """Write the report with what has been measured so far (after every run)."""
+    return write_report(setup.args.report, describe(setup.args), setup.rows, setup.batch,
+                        setup.precision, vars(setup.args), setup.compare, setup.sweep)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--lengths", type=_floats, default=[30, 60, 300, 600],
-                        help="track lengths in seconds, comma-separated")
-    parser.add_argument("--batch-tracks", type=int, default=3,
+    parser.add_argument("--backends", default="torch,onnxruntime",
+                        help="stemd's engine backends to compare with the CLI, comma-separated")
+    parser.add_argument("--compare", default="3x30,1x300",
+                        help="track sets of the comparison: COUNTxSECONDS, comma-separated")
+    parser.add_argument("--compare-repeat", default="2,1",
+                        help="rounds per track set (CLI and each backend alternate)")
+    parser.add_argument("--no-sweep", dest="sweep", action="store_false",
+                        help="skip the backend x allocator x ORT memory settings sweep")
+    parser.add_argument("--sweep-segments", type=int, default=3)
+    parser.add_argument("--lengths", type=_floats, default=[60, 600],
+                        help="track lengths in seconds for the best backend's memory by "
+                             "length (the 5-minute comparison run adds its own point)")
+    parser.add_argument("--lengths-cli", action="store_true",
+                        help="also run the CLI on each --lengths track")
+    parser.add_argument("--batch-tracks", type=int, default=0,
                         help="how many 60 s tracks in the many-files run (0: skip)")
     parser.add_argument("--batch-seconds", type=float, default=60.0)
     parser.add_argument("--layouts", default="",
@@ -85,6 +113,7 @@ def _floats(text: str) -> list[float]:
 def _prepare(args: argparse.Namespace) -> Setup:
     if args.quick:
         args.lengths, args.batch_seconds = [5.0, 20.0], 10.0
+        args.compare, args.compare_repeat = "2x5,1x20", "1,1"
         args.report = args.work / "benchmarks-quick.md"
     folder = args.work
     shutil.rmtree(folder, ignore_errors=True)
@@ -98,10 +127,11 @@ def _prepare(args: argparse.Namespace) -> Setup:
 
 
 def _engine_cmd(setup: Setup, files: list[Path], threads: int, out: Path,
-                extra: tuple[str, ...] = ()) -> list[str]:
+                extra: tuple[str, ...] = (), backend: str = "torch") -> list[str]:
     return [sys.executable, "-m", "benchmarks.worker", "--repo", str(setup.repo),
             "--model", MODEL, "--out", str(out), "--threads", str(threads),
-            "--device", setup.args.device, *extra, *map(str, files)]
+            "--device", setup.args.device, "--backend", backend,
+            "--export-dir", str(setup.folder / "exports"), *extra, *map(str, files)]
 
 
 def _cli_cmd(setup: Setup, files: list[Path], out: Path) -> list[str]:
@@ -117,23 +147,88 @@ def _env(malloc: str = "system") -> dict[str, str]:
     return env
 
 
-def _stemd_env(setup: Setup) -> dict[str, str]:
-    return _env(setup.args.allocator)
+def _stemd_env(setup: Setup, backend: str = "torch") -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    preload(setup.args.allocator, env, backend)
+    return env
 
 
 def _cli_env(setup: Setup) -> dict[str, str]:
     return _env(setup.args.cli_allocator)
 
 
-def _length_row(setup: Setup, seconds: float) -> None:
+def _backends(setup: Setup) -> list[str]:
+    return [b for b in setup.args.backends.split(",") if b]
+
+
+def _warm_exports(setup: Setup) -> None:
+    """Export each backend's network before the timed runs (once per model, then cached)."""
+    track = write_track(setup.folder / "warm.wav", 1.0, seed=1)
+    for backend in _backends(setup):
+        if backend != "torch":
+            _engine_run(setup, [track], backend, setup.folder / "warm")
+
+
+def _engine_run(setup: Setup, files: list[Path], backend: str, out: Path) -> Measured:
+    result = _checked(measure(_engine_cmd(setup, files, setup.threads, out, backend=backend),
+                              _stemd_env(setup, backend)), f"stemd ({backend})")
+    loaded = next(json.loads(x) for x in result.stdout.splitlines() if '"loaded"' in x)
+    if loaded["backend"] != backend:
+        raise SystemExit(f"stemd ran on {loaded['backend']} instead of {backend}")
+    return result
+
+
+def _compare_rows(setup: Setup) -> None:
+    """For each track set: the CLI, then stemd on each backend, round after round."""
+    repeats = [int(x) for x in setup.args.compare_repeat.split(",")]
+    for index, spec in enumerate(setup.args.compare.split(",")):
+        count, seconds = (float(x) for x in spec.split("x"))
+        files = [write_track(setup.folder / f"set{index}-{i}.wav", seconds, seed=200 + i)
+                 for i in range(int(count))]
+        label = f"{int(count)} x {seconds:g} s"
+        for round_ in range(repeats[min(index, len(repeats) - 1)]):
+            if not setup.args.no_cli:
+                cli = _checked(measure(_cli_cmd(setup, files, setup.folder / "cli-set"),
+                                       _cli_env(setup)), "demucs")
+                _add_compare(setup, label, "demucs CLI", round_, cli, seconds * count)
+            for backend in _backends(setup):
+                run = _engine_run(setup, files, backend, setup.folder / f"stemd-{backend}")
+                _add_compare(setup, label, f"stemd {backend}", round_, run, seconds * count)
+
+
+def _add_compare(setup: Setup, label: str, engine: str, round_: int, run: Measured,
+                 audio: float) -> None:
+    loaded = [json.loads(x) for x in run.stdout.splitlines() if '"loaded"' in x]
+    row = {"set": label, "engine": engine, "round": round_, "wall": run.wall,
+           "rss": run.peak_rss, "audio": audio,
+           "malloc": loaded[0]["malloc"] if loaded else setup.args.cli_allocator,
+           "load": loaded[0]["seconds"] if loaded else None}
+    setup.compare.append(row)
+    print(json.dumps(row), flush=True)
+    _write(setup)
+
+
+def _best_backend(setup: Setup) -> str:
+    """The backend with the lowest median wall time on the last (longest) track set."""
+    if not setup.compare:
+        return _backends(setup)[0]
+    last = setup.compare[-1]["set"]
+    walls = {b: statistics.median([r["wall"] for r in setup.compare
+                                   if r["set"] == last and r["engine"] == f"stemd {b}"])
+             for b in _backends(setup)}
+    return min(walls, key=walls.__getitem__)
+
+
+def _length_row(setup: Setup, seconds: float, backend: str) -> None:
     track = write_track(setup.folder / f"track-{seconds:g}s.wav", seconds, seed=int(seconds))
-    engine = _checked(measure(_engine_cmd(setup, [track], setup.threads,
-                                          setup.folder / "stemd"), _stemd_env(setup)), "stemd")
-    cli = None if setup.args.no_cli else _checked(
+    engine = _engine_run(setup, [track], backend, setup.folder / "stemd")
+    cli = None if setup.args.no_cli or not setup.args.lengths_cli else _checked(
         measure(_cli_cmd(setup, [track], setup.folder / "cli"), _cli_env(setup)), "demucs")
-    row = _row(seconds, engine, cli)
+    row = {**_row(seconds, engine, cli), "backend": backend}
     setup.rows.append(row)
     print(json.dumps(row), flush=True)
+    _write(setup)
 
 
 def _row(seconds: float, engine: Measured, cli: Optional[Measured]) -> dict[str, Any]:

@@ -18,8 +18,11 @@ def main() -> None:
     from stemd.engine import load_model, separate
     from stemd.engine.types import ModelSource, OutputFormat, SeparationOptions
     began = time.perf_counter()
-    model = load_model(args.model, ModelSource(repo=args.repo, offline=True), args.device)
-    print(json.dumps({"event": "loaded", "seconds": time.perf_counter() - began}), flush=True)
+    model = load_model(args.model, ModelSource(repo=args.repo, offline=True), args.device,
+                       args.backend, args.export_dir)
+    from stemd.worker.allocator import in_use
+    print(json.dumps({"event": "loaded", "seconds": time.perf_counter() - began,
+                      "backend": model.backend, "malloc": in_use()}), flush=True)
     fmt = OutputFormat(wav_depth="float32") if args.float32 else OutputFormat()
     opts = SeparationOptions(model=args.model, precision=args.precision,
                              batch_size=args.batch_size, format=fmt, tf32=not args.no_tf32)
@@ -46,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-tf32", action="store_true")
     parser.add_argument("--batch-size", type=int, default=0)
     parser.add_argument("--float32", action="store_true")
+    parser.add_argument("--backend", default="torch", help="engine.backend: auto, torch, onnxruntime")
+    parser.add_argument("--export-dir", type=Path, default=None,
+                        help="where exported networks are cached (engine.backend onnxruntime)")
     return parser
 
 

@@ -113,12 +113,18 @@ class WorkersConfig(_Section):
     max_jobs_per_worker: int = Field(50, ge=1)
     max_worker_rss: Bytes = parse_size("6GiB")
     idle_unload: Seconds = 600.0
-    allocator: str = "auto"   # "auto" (tcmalloc when installed), "system", or a library path
+    allocator: str = "auto"   # "auto" (per backend: jemalloc or tcmalloc, when installed), "system", or a library path
 
     @field_validator("allocator")
     @classmethod
     def _check_allocator(cls, value: str) -> str:
         return check_setting(value)
+
+
+class EngineConfig(_Section):
+    # torch by default: ONNX Runtime measured slower and 3x the memory here (docs/benchmarks.md);
+    # auto: ONNX Runtime on CPU slots when installed
+    backend: Literal["auto", "torch", "onnxruntime"] = "torch"
 
 
 class MaintenanceConfig(_Section):
@@ -238,6 +244,7 @@ class Config(_Section):
     intake: IntakeConfig = Field(default_factory=IntakeConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
     links: LinksConfig = Field(default_factory=LinksConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
@@ -276,6 +283,11 @@ class Config(_Section):
     @property
     def cache_dir(self) -> Path:
         return self.state_dir / "cache"
+
+    @property
+    def export_dir(self) -> Path:
+        """The engine's exported networks (ONNX), one file per model and versions."""
+        return self.state_dir / "exports"
 
     @property
     def staging_dir(self) -> Path:

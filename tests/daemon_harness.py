@@ -215,6 +215,8 @@ def base_config(tmp: Path, model_repo: Path, **overrides: Any) -> dict[str, Any]
         # the web server is tested in tests/web; elsewhere it stays off (start-up time), and
         # when a test turns it on it takes any free port: daemons run side by side
         "web": {"enabled": False, "listen": "127.0.0.1:0"},
+        # torch starts at once; tests/daemon/test_engine_backend.py runs auto (ONNX Runtime)
+        "engine": {"backend": "torch"},
     }
     for section, values in overrides.items():
         if isinstance(values, dict) and isinstance(config.get(section), dict):

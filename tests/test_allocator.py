@@ -21,12 +21,18 @@ def _child_malloc(env: dict[str, str]) -> str:
     return done.stdout.strip()
 
 
-@pytest.mark.skipif(TCMALLOC is None, reason="tcmalloc is not installed")
-def test_auto_preloads_tcmalloc_for_processes_started_afterwards():
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_auto_preloads_the_backends_best_malloc_for_processes_started_afterwards(backend):
+    installed = {"jemalloc": allocator.find_jemalloc(), "tcmalloc": TCMALLOC}
+    best = next((kind for kind in allocator.PREFERRED[backend] if installed[kind]), None)
+    if best is None:
+        pytest.skip("neither jemalloc nor tcmalloc is installed")
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[1])}
-    assert allocator.preload("auto", env) == TCMALLOC
-    assert _child_malloc(env) == "tcmalloc"
+    assert allocator.preload("auto", env, backend) == installed[best]
+    assert _child_malloc(env) == best
     assert allocator.in_use() == "system"          # this process is left as it started
+    allocator.preload("system", env)
+    assert "LD_PRELOAD" not in env                 # either malloc is taken out again
 
 
 @pytest.mark.skipif(TCMALLOC is None, reason="tcmalloc is not installed")

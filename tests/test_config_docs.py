@@ -11,7 +11,8 @@ from stemd.config import Config, ProfileConfig, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = ROOT / "config" / "stemd.toml"
-SECTIONS = {"daemon", "outbox", "intake", "models", "workers", "maintenance", "web", "links", "cluster"}
+SECTIONS = {"daemon", "outbox", "intake", "models", "workers", "engine", "maintenance", "web",
+            "links", "cluster"}
 
 
 def _documented_keys(text: str) -> dict[str, set[str]]:

@@ -22,6 +22,7 @@ def run_doctor(config: Config) -> Iterator[Check]:
     yield from _ffmpeg()
     yield _torch()
     yield _malloc(config)
+    yield _backend(config)
     yield from _models(config)
     yield from _folders(config)
     yield _sqlite()
@@ -79,16 +80,30 @@ def _torch() -> Check:
 
 
 def _malloc(config: Config) -> Check:
+    from stemd.engine.backends import expected_backend
     from stemd.worker.allocator import resolve
     setting = config.workers.allocator
-    library = resolve(setting)
+    library = resolve(setting, expected_backend(config.engine.backend, "cpu"))
     if library is not None:
         return Check("malloc", True, f"worker processes preload {library}")
     if setting == "system":
         return Check("malloc", True, "worker processes use the system malloc (workers.allocator)")
-    return Check("malloc", True, "tcmalloc not found; workers use the system malloc. For faster "
-                 "CPU separation and flatter memory install it (Debian/Ubuntu: sudo apt-get "
-                 "install libtcmalloc-minimal4).")
+    return Check("malloc", True, "neither jemalloc nor tcmalloc found; workers use the system "
+                 "malloc. For faster CPU separation and flatter memory install one (Debian/"
+                 "Ubuntu: sudo apt-get install libjemalloc2).")
+
+
+def _backend(config: Config) -> Check:
+    from stemd.engine.backends import expected_backend
+    setting = config.engine.backend
+    chosen = expected_backend(setting, "cpu")
+    if chosen == "onnxruntime":
+        return Check("engine backend", True, "CPU slots run ONNX Runtime (engine.backend = "
+                     f"{setting!r}); GPU slots run torch")
+    if setting == "onnxruntime" or setting == "auto":
+        return Check("engine backend", True, "ONNX Runtime is not installed; CPU slots run "
+                     "torch (pip install 'stemd[onnx]' for the onnxruntime backend).")
+    return Check("engine backend", True, "torch (engine.backend = 'torch')")
 
 
 def _models(config: Config) -> Iterator[Check]:

@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 
 from stemd import __version__
 from stemd.worker import allocator
+from stemd.engine.backends import expected_backend
 from stemd.jobs.lifecycle import Lifecycle, LifecycleSettings
 from stemd.config import Config, load_config
 from stemd.dispatch.devices import SlotPlan, detect_accelerators, plan_slots
@@ -127,7 +128,8 @@ class Daemon:
                                   Path(job.inbox) if job.inbox else None, job.priority, job.source))
 
     def start(self) -> None:
-        library = allocator.preload(self.config.workers.allocator)   # before any thread starts
+        cpu_backend = expected_backend(self.config.engine.backend, "cpu")   # CPU slots are where it counts
+        library = allocator.preload(self.config.workers.allocator, backend=cpu_backend)   # before any thread starts
         log.info("config read from %s", self.config.source or "the built-in defaults (no config file)")
         self.model_check.run(self.config, force=True)
         log.info("worker processes use %s", library or "the system malloc")

@@ -13,6 +13,7 @@ import dataclasses
 import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import psutil
@@ -22,6 +23,7 @@ from stemd.dispatch.admission import Budget
 from stemd.jobs.lifecycle import (Lifecycle, LifecycleSettings, PublishSettings, job_track,
                                   remove_attempt_dirs, stage_dir, work_dir)
 from stemd.config import Config, WorkersConfig
+from stemd.engine.backends import device_key, expected_backend
 from stemd.engine.types import ModelSource, SeparationResult
 from stemd.output.naming import track_name
 from stemd.output.publish import remove_empty_staging
@@ -46,6 +48,8 @@ class DispatchSettings:
     source: ModelSource
     links: Optional[LinkLimits] = None
     links_per_hour: int = 0          # link downloads started per hour; 0 = no limit
+    backend: str = "torch"           # engine.backend
+    export_dir: Optional[Path] = None
 
     @classmethod
     def from_config(cls, config: Config) -> "DispatchSettings":
@@ -55,7 +59,7 @@ class DispatchSettings:
         limits = LinkLimits(links.max_duration, links.max_filesize, links.download_timeout,
                             links.allow_private)
         return cls(config.workers, LifecycleSettings.from_config(config), source, limits,
-                   links.rate_limit)
+                   links.rate_limit, config.engine.backend, config.export_dir)
 
     @property
     def publish(self) -> PublishSettings:
@@ -79,11 +83,19 @@ class Dispatcher:
         self._estimates: dict[int, int] = {}
         self._hold: tuple[float, int] = (0.0, 0)   # (until, free slots) while a job waits
         self._staging_touched = True               # staging may hold an empty folder
-        self.pool = SlotPool(settings.workers, settings.source, gpus, cpu_slots, threads)
+        self.backends: dict[int, str] = {}         # slot -> engine backend its last job ran on
+        self.pool = SlotPool(settings.workers, settings.source, gpus, cpu_slots, threads,
+                             settings.backend, settings.export_dir)
 
     @property
     def slots(self) -> list[Slot]:
         return self.pool.slots
+
+    def _device_key(self, slot: Slot) -> str:
+        """Measurements are kept per device kind and backend ("cpu", "cpu-ort", "gpu")."""
+        backend = self.backends.get(slot.index) or expected_backend(self.settings.backend,
+                                                                    slot.device)
+        return device_key(slot.kind, backend)
 
     def reconfigure(self, settings: DispatchSettings, gpus: list[str], cpu_slots: int,
                     threads: int) -> None:
@@ -91,7 +103,8 @@ class Dispatcher:
         self.settings = settings
         self.lifecycle.reconfigure(settings.lifecycle)
         self._hold = (0.0, 0)
-        self.pool.resize(settings.workers, settings.source, gpus, cpu_slots, threads)
+        self.pool.resize(settings.workers, settings.source, gpus, cpu_slots, threads,
+                         settings.backend, settings.export_dir)
 
     # -- the step ------------------------------------------------------------------------
     def loop(self, now: Optional[float] = None, timeout: float = 0.0) -> None:
@@ -194,7 +207,8 @@ class Dispatcher:
         if published is None:
             self._clear(slot)
             return
-        self.store.record_measurement(run.model, slot.kind, result.input.duration, wall,
+        self.backends[slot.index] = result.backend
+        self.store.record_measurement(run.model, self._device_key(slot), result.input.duration, wall,
                                       run.peak_rss or None, None)
         self.model_stems[run.model] = len(result.model_sources)
         slot.jobs_done += 1
@@ -343,7 +357,7 @@ class Dispatcher:
                 self.waiting[job.id] = reason
                 return False
         workers = self.settings.workers
-        measured = self.store.measurements(job.options.model, slot.kind)
+        measured = self.store.measurements(job.options.model, self._device_key(slot))
         estimate = admission.estimate_peak(measured, job.duration or 0.0, workers.memory_estimate)
         node = getattr(slot, "node", None)            # remote slots: that node's memory
         committed = sum(s.running.estimate for s in self._all_slots()
@@ -371,7 +385,7 @@ class Dispatcher:
         attempt = job.attempts
         task = self._task(job, attempt)
         workers = self.settings.workers
-        measured = self.store.measurements(job.options.model, slot.kind)
+        measured = self.store.measurements(job.options.model, self._device_key(slot))
         links = self.settings.links if job.url else None
         duration = job.duration or (links.max_duration if links else 0.0)
         limit = admission.deadline_seconds(duration, admission.speed(measured, slot.kind),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_connections
 from typing import Any, Optional, Union
+from pathlib import Path
 
 from stemd import logs
 from stemd.config import WorkersConfig
@@ -78,20 +79,24 @@ PoolEvent = Union[JobDone, JobFailed, JobProgress, WorkerDied, DeadlinePassed, S
 
 class SlotPool:
     def __init__(self, workers: WorkersConfig, source: ModelSource, gpus: list[str],
-                 cpu_slots: int, threads: int) -> None:
+                 cpu_slots: int, threads: int, backend: str = "torch",
+                 export_dir: Optional[Path] = None) -> None:
         self.workers = workers
         self.source = source
         self.slots: list[Slot] = []
         self._retiring: list[Slot] = []
         self.cluster: Any = None                    # a ClusterPool: remote slots on Ray nodes
-        self.resize(workers, source, gpus, cpu_slots, threads)
+        self.resize(workers, source, gpus, cpu_slots, threads, backend, export_dir)
 
     # -- which slots --------------------------------------------------------------------
     def resize(self, workers: WorkersConfig, source: ModelSource, gpus: list[str],
-               cpu_slots: int, threads: int) -> None:
+               cpu_slots: int, threads: int, backend: str = "torch",
+               export_dir: Optional[Path] = None) -> None:
         """One slot per GPU and ``cpu_slots`` CPU slots; a slot whose worker would differ
-        is retired (a busy one finishes its job first)."""
+        is retired (a busy one finishes its job first). ``backend`` and ``export_dir``:
+        what runs the model in the workers (``engine.backend``)."""
         self.workers, self.source = workers, source
+        self.backend, self.export_dir = backend, export_dir
         wanted = [("gpu", device, 0) for device in gpus] + [("cpu", "cpu", threads)] * cpu_slots
         kept: list[Slot] = []
         remote = [s for s in self.slots if getattr(s, "node", None) is not None]
@@ -132,7 +137,8 @@ class SlotPool:
     def _spec(self, index: int, device: str, threads: int) -> WorkerSpec:
         return WorkerSpec(slot=index, device=device, threads=threads, source=self.source,
                           idle_unload=self.workers.idle_unload, parent_pid=os.getpid(),
-                          log_level=logs.level_name())
+                          log_level=logs.level_name(), backend=self.backend,
+                          export_dir=self.export_dir)
 
     def all_slots(self) -> list[Slot]:
         """The current slots and retired ones still finishing a job."""

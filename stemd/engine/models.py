@@ -49,6 +49,12 @@ class LoadedModel:
     members: list[Any] = field(default_factory=list)
     weights: list[list[float]] = field(default_factory=list)
     checksum: str = ""                         # sha256 over the model's files (yaml + members)
+    backend: str = "torch"                     # what runs the members: torch | onnxruntime
+    forwards: list[Any] = field(default_factory=list)   # per member: [B, C, n] -> [B, S, C, n]
+
+    def forward(self, member: int) -> Any:
+        """What runs ``member``'s forward pass on the chosen backend."""
+        return self.forwards[member] if self.forwards else self.members[member]
 
 
 def missing_hint(name: str) -> str:
@@ -84,8 +90,10 @@ def _info_from_spec(spec: BagSpec, where: str) -> ModelInfo:
                      all(f is not None for f in files), formats)
 
 
-def load_model(name: str, source: ModelSource, device: str = "cpu") -> "LoadedModel":
-    """Load ``name`` (repo folder, else HF cache or hub) onto ``device``."""
+def load_model(name: str, source: ModelSource, device: str = "cpu", backend: str = "torch",
+               cache_dir: Optional[Path] = None) -> "LoadedModel":
+    """Load ``name`` (repo folder, else HF cache or hub) onto ``device``, its members run by
+    ``backend`` (``auto``, ``torch``, ``onnxruntime``; exports are cached in ``cache_dir``)."""
     _check_device(device)
     tune_process()
     info = resolve_model(name, source)
@@ -97,7 +105,14 @@ def load_model(name: str, source: ModelSource, device: str = "cpu") -> "LoadedMo
     else:
         model = _load_from_hub(name, source, info)
         info = resolve_model(name, source)
-    return _wrap(name, model, device, info)
+    return _attach_backend(_wrap(name, model, device, info), backend, cache_dir)
+
+
+def _attach_backend(loaded: LoadedModel, backend: str, cache_dir: Optional[Path]) -> LoadedModel:
+    from stemd.engine.backends.select import choose
+    chosen = choose(loaded.members, loaded.device, backend, cache_dir)
+    loaded.backend, loaded.forwards = chosen.backend, chosen.forwards
+    return loaded
 
 
 def _check_device(device: str) -> None:

@@ -38,8 +38,8 @@ def tune_process() -> None:
 
 
 def trim_heap() -> bool:
-    """Return freed heap memory to the system: tcmalloc's release when it is the
-    allocator (``workers.allocator``), glibc's ``malloc_trim`` otherwise."""
+    """Return freed heap memory to the system: tcmalloc's release or jemalloc's purge when
+    one is the allocator (``workers.allocator``), glibc's ``malloc_trim`` otherwise."""
     global _libc
     if not sys.platform.startswith("linux"):
         return False
@@ -50,6 +50,9 @@ def trim_heap() -> bool:
         if release is not None:
             release()
             return True
+        mallctl = getattr(_libc, "mallctl", None)
+        if mallctl is not None:   # jemalloc: purge every arena (MALLCTL_ARENAS_ALL = 4096)
+            return mallctl(b"arena.4096.purge", None, None, None, 0) == 0
         return bool(_libc.malloc_trim(0))
     except (OSError, AttributeError) as exc:
         log.debug("no way to trim the heap: %s", exc)

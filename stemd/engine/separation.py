@@ -87,7 +87,7 @@ def _separate_mix(model: LoadedModel, mix: PreparedMix, opts: SeparationOptions,
     return SeparationResult(
         stems, model.samplerate, model.audio_channels, mix.frames, mix.info, model.device,
         timings, tuple(model.sources), members, analysis, pump.quality_estimate(), skipped,
-        provenance=provenance(model))
+        provenance=provenance(model), backend=model.backend)
 
 
 def _skip_silent(stems: dict[str, Path], analysis: dict[str, StemAnalysis]) -> tuple[str, ...]:

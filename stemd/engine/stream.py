@@ -132,7 +132,7 @@ class StreamRunner:
         assert member is not None
         segs = _take(plan.queues[member], self.batch_size)
         try:
-            pending = self.runner.submit(self.loaded.members[member], self.windows.batch(segs))
+            pending = self.runner.submit(self.loaded.forward(member), self.windows.batch(segs))
         except Exception as exc:
             if not (is_out_of_memory(exc) and self.batch_size > 1):
                 raise

@@ -112,6 +112,7 @@ class SeparationResult:
     skipped: tuple[str, ...] = ()              # silent stems left out (skip_silent)
     title: Optional[str] = None                # a downloaded input's title (link jobs)
     provenance: dict[str, str] = field(default_factory=dict)  # demucs, torch, model_sha256
+    backend: str = "torch"                     # what ran the model: torch | onnxruntime
 
     def manifest_stems(self) -> dict[str, dict[str, object]]:
         """The manifest's ``stems``: each stem's file, whether it was published, its levels."""

@@ -50,6 +50,8 @@ class WorkerSpec:
     idle_unload: float       # seconds without a job before the model is freed
     parent_pid: int
     log_level: str = "info"
+    backend: str = "torch"   # engine.backend: auto | torch | onnxruntime
+    export_dir: Optional[Path] = None   # where the engine caches exported networks
 
 
 
@@ -180,7 +182,8 @@ class Worker:
         self._unload()
         from stemd import engine
         log.info("loading model %s on %s", name, self.spec.device)
-        self.model = engine.load_model(name, self.spec.source, self.spec.device)
+        self.model = engine.load_model(name, self.spec.source, self.spec.device,
+                                       self.spec.backend, self.spec.export_dir)
         self.model_name = name
         return self.model
 

@@ -18,6 +18,8 @@ from stemd.engine.types import ModelSource
 
 from .audio import write_wav  # noqa: E402
 
+BACKENDS = ["torch", "onnxruntime"]
+
 
 @pytest.fixture(scope="session")
 def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -29,6 +31,28 @@ def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny(tiny_repo: Path) -> LoadedModel:
     return load_model("tiny", ModelSource(repo=tiny_repo, offline=True), "cpu")
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each engine backend; ONNX Runtime's tests skip where the extra is not installed."""
+    if request.param == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def export_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("export-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_on(tiny_repo: Path, backend: str, export_cache: Path) -> LoadedModel:
+    """The tiny model run by ``backend`` (no silent fallback to torch)."""
+    loaded = load_model("tiny", ModelSource(repo=tiny_repo, offline=True), "cpu", backend,
+                        export_cache)
+    assert loaded.backend == backend
+    return loaded
 
 
 @pytest.fixture()

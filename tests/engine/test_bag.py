@@ -55,11 +55,13 @@ def test_all_stems_run_every_member(monkeypatch: pytest.MonkeyPatch, specialists
 
 
 def test_mixed_weights_match(monkeypatch: pytest.MonkeyPatch, make_wav: Callable[..., Path],
-                             tmp_path: Path) -> None:
+                             tmp_path: Path, backend: str, export_cache: Path) -> None:
     folder = tmp_path / "mixed"
     folder.mkdir(mode=0o755)
     modelkit.make_repo(folder, "mixed", n_models=2, weights=[[1, 0.5, 0, 2], [1, 1, 1, 0]])
-    model = load_model("mixed", ModelSource(repo=folder, offline=True))
+    model = load_model("mixed", ModelSource(repo=folder, offline=True), "cpu", backend,
+                       export_cache)
+    assert model.backend == backend
     torch.manual_seed(0)
     result = assert_matches(monkeypatch, model, make_wav(3.1), tmp_path, shifts=1)
     assert result.members_run == 2

@@ -1,4 +1,5 @@
-"""The streaming, batched engine against demucs's apply_model on tiny models."""
+"""The streaming, batched engine against demucs's apply_model on tiny models (every
+backend: ``tiny_on`` runs each test once per backend)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,33 +20,33 @@ from .helpers import assert_matches, run_stemd
     (4.1, 48000, 1, 2),        # mono, resampled, two shifts
     (3.0, 22050, 6, 1),        # multichannel (first two kept), upsampled
 ])
-def test_matches_apply_model(monkeypatch: pytest.MonkeyPatch, tiny: LoadedModel,
+def test_matches_apply_model(monkeypatch: pytest.MonkeyPatch, tiny_on: LoadedModel,
                              make_wav: Callable[..., Path], tmp_path: Path, seconds: float,
                              rate: int, channels: int, shifts: int) -> None:
     path = make_wav(seconds, rate, channels)
-    result = assert_matches(monkeypatch, tiny, path, tmp_path, shifts=shifts)
+    result = assert_matches(monkeypatch, tiny_on, path, tmp_path, shifts=shifts)
     assert result.sample_rate == 44100 and result.channels == 2
 
 
 @pytest.mark.parametrize("batch_size", [2, 5])
-def test_batched_matches_apply_model(monkeypatch: pytest.MonkeyPatch, tiny: LoadedModel,
+def test_batched_matches_apply_model(monkeypatch: pytest.MonkeyPatch, tiny_on: LoadedModel,
                                      make_wav: Callable[..., Path], tmp_path: Path,
                                      batch_size: int) -> None:
     path = make_wav(6.7)
-    assert_matches(monkeypatch, tiny, path, tmp_path, shifts=2, batch_size=batch_size)
+    assert_matches(monkeypatch, tiny_on, path, tmp_path, shifts=2, batch_size=batch_size)
 
 
-def test_shorter_segment_and_overlap(monkeypatch: pytest.MonkeyPatch, tiny: LoadedModel,
+def test_shorter_segment_and_overlap(monkeypatch: pytest.MonkeyPatch, tiny_on: LoadedModel,
                                      make_wav: Callable[..., Path], tmp_path: Path) -> None:
     path = make_wav(4.4)
-    assert_matches(monkeypatch, tiny, path, tmp_path, segment=1.5, overlap=0.5)
+    assert_matches(monkeypatch, tiny_on, path, tmp_path, segment=1.5, overlap=0.5)
 
 
 @pytest.mark.parametrize("method", ["add", "minus", "none"])
-def test_two_stems(monkeypatch: pytest.MonkeyPatch, tiny: LoadedModel,
+def test_two_stems(monkeypatch: pytest.MonkeyPatch, tiny_on: LoadedModel,
                    make_wav: Callable[..., Path], tmp_path: Path, method: str) -> None:
     path = make_wav(3.2)
-    result = assert_matches(monkeypatch, tiny, path, tmp_path, two_stems="vocals",
+    result = assert_matches(monkeypatch, tiny_on, path, tmp_path, two_stems="vocals",
                             other_method=method)
     expected = {"vocals"} if method == "none" else {"vocals", "no_vocals"}
     assert set(result.stems) == expected

@@ -1,0 +1,36 @@
+"""Engine backends: what runs a model member's forward pass (torch, or ONNX Runtime).
+
+This module does not import torch: the supervisor uses it to predict which backend a
+worker will end on (memory admission keys its measurements by it, and the allocator is
+chosen per backend before the worker starts). ``stemd.engine.backends.select`` builds
+the forwards inside the worker.
+"""
+from __future__ import annotations
+
+import importlib.util
+from typing import Literal
+
+BackendSetting = Literal["auto", "torch", "onnxruntime"]
+BACKENDS: tuple[str, ...] = ("auto", "torch", "onnxruntime")
+SHORT = {"torch": "", "onnxruntime": "ort"}
+
+
+def ort_installed() -> bool:
+    """ONNX Runtime is importable (the optional extra ``stemd[onnx]``)."""
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def expected_backend(setting: str, device: str) -> str:
+    """The backend a worker on ``device`` will try first: ONNX Runtime runs on CPU slots
+    only, ``auto`` picks it there when it is installed."""
+    if not device.startswith("cpu"):
+        return "torch"
+    if setting == "onnxruntime" or (setting == "auto" and ort_installed()):
+        return "onnxruntime"
+    return "torch"
+
+
+def device_key(kind: str, backend: str) -> str:
+    """The key measurements are kept under: ``cpu``, ``gpu``, ``cpu-ort``."""
+    short = SHORT.get(backend, backend)
+    return f"{kind}-{short}" if short else kind
