@@ -251,10 +251,30 @@ def test_oversized_upload_is_refused_before_the_body_is_stored(web) -> None:
                       f"Authorization: Bearer {web.token}\r\n"
                       "Content-Type: multipart/form-data; boundary=xyz\r\n"
                       "Content-Length: 5000000000\r\n\r\n").encode())
-        reply = sock.recv(4096).decode()            # answered with no byte of the body sent
+        reply = _read_reply(sock)                   # answered with no byte of the body sent
     assert reply.startswith("HTTP/1.1 413"), reply
     assert "max_upload" in reply
     assert _uploads(web) == []
+
+
+def _read_reply(sock: socket.socket) -> str:
+    """A whole HTTP reply: the headers, then as many body bytes as they announce (one recv
+    may bring the headers alone)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return data.decode()
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    return (head + b"\r\n\r\n" + body).decode()
 
 
 def test_upload_growing_past_the_limit_is_cut_off(web) -> None:
