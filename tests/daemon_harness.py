@@ -224,3 +224,31 @@ def base_config(tmp: Path, model_repo: Path, **overrides: Any) -> dict[str, Any]
         else:
             config[section] = values
     return config
+
+
+def dispatcher_with_one_job(tmp_path: Path, model_repo: Path, model: str,
+                            gpus: list[str]) -> tuple[Any, Any, int]:
+    """The real dispatcher and its worker processes, without a daemon: slots for ``gpus``
+    plus one CPU slot, and one queued job of a 1 s track separated with ``model``."""
+    from audio import make_track
+    from stemd.config import parse_config
+    from stemd.dispatch.dispatcher import DispatchSettings, Dispatcher
+    from stemd.jobs.store import NewJob, Store
+    config = parse_config({"daemon": {"state_dir": str(tmp_path / "state")},
+                           "outbox": {"path": str(tmp_path / "out")},
+                           "models": {"repo": str(model_repo), "offline": True},
+                           "workers": {"retry_backoff": 0, "max_attempts": 3, "threads": 1},
+                           "profiles": {"default": {"model": model}}}, tmp_path / "x.toml")
+    track = make_track(tmp_path / "in" / "song.wav", 1.0)
+    store = Store(config.db_path)
+    job_id = store.add_job(NewJob(key="k", input=str(track), profile="default", source="submit",
+                                  options={"model": model, "device": "auto"}, duration=1.0))
+    dispatcher = Dispatcher(store, DispatchSettings.from_config(config), "boot", gpus, 1, 1)
+    return store, dispatcher, job_id
+
+
+def step_until(dispatcher: Any, done: Callable[[], bool], timeout: float = 120.0) -> None:
+    """Drive ``dispatcher.loop`` until ``done()`` or the timeout."""
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        dispatcher.loop(timeout=0.2)

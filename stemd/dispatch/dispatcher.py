@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import dataclasses
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,6 @@ from stemd.jobs.lifecycle import (Lifecycle, LifecycleSettings, PublishSettings,
 from stemd.config import Config, WorkersConfig
 from stemd.engine.backends import device_key, expected_backend
 from stemd.engine.types import ModelSource, SeparationResult
-from stemd.output.naming import track_name
 from stemd.output.publish import remove_empty_staging
 from stemd.dispatch.pool import (CancelAsked, DeadlinePassed, JobDone, JobFailed, JobProgress, PoolEvent, SlotPool, Stalled, WorkerDied)
 from stemd.dispatch.slots import Running, Slot

@@ -18,7 +18,7 @@ from stemd.engine import hub
 from stemd.engine.device import CPU_FALLBACK_HINT
 from stemd.engine.process import tune_process
 from stemd.engine.layout import BagSpec, member_file, read_bag, safetensors_sources
-from stemd.engine.lookup import KNOWN_MODELS
+from stemd.engine.lookup import KNOWN_MODELS  # noqa: F401  (re-exported: stemd.engine, catalog)
 from stemd.engine.trust import check_pickle_trusted
 from stemd.engine.types import ModelSource
 

@@ -27,7 +27,6 @@ from typing import Any, Callable, Optional
 from stemd import logs
 from stemd.worker import allocator
 from stemd.engine.types import ModelSource
-from stemd.links.download import LinkLimits
 from stemd.worker.lookahead import Lookahead
 from stemd.worker.protocol import (Ahead, Channel, Done, Failed, LogLine, Preload, Progress, Ready, Stop, Task, TaskMsg, ToWorker, Unloaded)
 from stemd.errors import EngineError, InputChanged, InputError, OutOfMemory, StemdError

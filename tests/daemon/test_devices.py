@@ -1,17 +1,14 @@
 """Devices: an accelerator that cannot run a job sends it to the CPU; it never fails it."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from audio import make_track
-from stemd.config import WorkersConfig, parse_config
+from daemon_harness import dispatcher_with_one_job, step_until
+from stemd.config import WorkersConfig
 from stemd.dispatch.devices import plan_slots
-from stemd.dispatch.dispatcher import DispatchSettings, Dispatcher
 from stemd.engine import load_model
 from stemd.engine.types import ModelSource
 from stemd.errors import StemdError
-from stemd.jobs.store import NewJob, Store
 
 
 def test_apple_silicon_plans_an_mps_slot_and_a_cpu_slot_to_fall_back_on() -> None:
@@ -32,21 +29,10 @@ def test_an_unusable_device_is_not_a_permanent_error(model_repo: Path) -> None:
 
 def test_a_job_on_a_failing_mps_slot_runs_again_on_the_cpu(tmp_path: Path, model_repo: Path) -> None:
     """The real dispatcher and workers: the mps slot's worker cannot use MPS here."""
-    config = parse_config({"daemon": {"state_dir": str(tmp_path / "state")},
-                           "outbox": {"path": str(tmp_path / "out")},
-                           "models": {"repo": str(model_repo), "offline": True},
-                           "workers": {"retry_backoff": 0, "max_attempts": 3, "threads": 1},
-                           "profiles": {"default": {"model": "tiny"}}}, tmp_path / "x.toml")
-    track = make_track(tmp_path / "in" / "song.wav", 1.0)
-    store = Store(config.db_path)
-    job_id = store.add_job(NewJob(key="k", input=str(track), profile="default", source="submit",
-                                  options={"model": "tiny", "device": "auto"}, duration=1.0))
-    dispatcher = Dispatcher(store, DispatchSettings.from_config(config), "boot", ["mps"], 1, 1)
+    store, dispatcher, job_id = dispatcher_with_one_job(tmp_path, model_repo, "tiny", ["mps"])
     assert [s.device for s in dispatcher.slots] == ["mps", "cpu"]
-    deadline = time.monotonic() + 120
     try:
-        while store.get(job_id).state.value not in ("done", "failed") and time.monotonic() < deadline:
-            dispatcher.loop(timeout=0.2)
+        step_until(dispatcher, lambda: store.get(job_id).state.value in ("done", "failed"))
     finally:
         dispatcher.stop_all("test over")
     job = store.get(job_id)

@@ -1,7 +1,6 @@
 """The everyday commands against a real daemon: logs, reload, dismiss, status, stop."""
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess

@@ -17,6 +17,7 @@ from stemd.worker import allocator
 from stemd.config import WorkersConfig
 from stemd.dispatch.dispatcher import DispatchSettings, Dispatcher
 from stemd.jobs.store import NewJob, Store
+from daemon_harness import dispatcher_with_one_job, step_until
 
 
 def _worker_pids(log: str) -> list[str]:
@@ -149,24 +150,11 @@ def test_worker_is_recycled_when_its_memory_grows_past_the_bound(make_daemon, tm
 
 def test_out_of_memory_on_a_gpu_slot_retries_with_batch_one_then_on_a_cpu_slot(tmp_path, model_repo):
     """The real dispatcher and workers; the GPU-kind slot runs on the CPU (no GPU here)."""
-    from stemd.config import parse_config
-    config = parse_config({"daemon": {"state_dir": str(tmp_path / "state")},
-                           "outbox": {"path": str(tmp_path / "out")},
-                           "models": {"repo": str(model_repo), "offline": True},
-                           "workers": {"retry_backoff": 0, "max_attempts": 3, "threads": 1},
-                           "profiles": {"default": {"model": "alwaysoom"}}}, tmp_path / "x.toml")
-    track = make_track(tmp_path / "in" / "a.wav", 1.0)
-    store = Store(config.db_path)
-    job_id = store.add_job(NewJob(key="k", input=str(track), profile="default", source="submit",
-                                  options={"model": "alwaysoom", "device": "auto"},
-                                  duration=1.0))
-    dispatcher = Dispatcher(store, DispatchSettings.from_config(config), "boot", ["cpu"], 1, 1)
+    store, dispatcher, job_id = dispatcher_with_one_job(tmp_path, model_repo, "alwaysoom", ["cpu"])
     gpu_slot, cpu_slot = dispatcher.slots
     assert gpu_slot.kind == "gpu" and cpu_slot.kind == "cpu"
-    deadline = time.monotonic() + 120
     try:
-        while store.get(job_id).state.value != "failed" and time.monotonic() < deadline:
-            dispatcher.loop(timeout=0.2)
+        step_until(dispatcher, lambda: store.get(job_id).state.value == "failed")
         job = store.get(job_id)
         assert [h["kind"] for h in job.history] == ["oom", "oom", "oom"]
         assert job.options.batch_size == 1 and job.options.force_device == "cpu"

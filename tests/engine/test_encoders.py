@@ -11,7 +11,7 @@ import torch
 from demucs.audio import save_audio
 
 from stemd.engine.encoders import Encoder, open_encoder
-from stemd.engine.sinks import DirectSink, RescaleSink
+from stemd.engine.sinks import DirectSink, RescaleSink, SinkPump
 from stemd.engine.types import OutputFormat
 
 RATE = 44100
@@ -110,7 +110,6 @@ def test_rescale_is_whole_stem(tmp_path: Path) -> None:
 def _pump_of_loud_stems(out: Path, spools: Path, fmt: OutputFormat, count: int = 4,
                         seconds: float = 2.3) -> tuple["SinkPump", dict[str, torch.Tensor]]:
     from functools import partial
-    from stemd.engine.sinks import SinkPump
     stems = {f"s{n}": loud_stem(seconds=seconds, peak=1.2 + n, at=100 * n) for n in range(count)}
     frames = next(iter(stems.values())).shape[1]
     sinks = {name: RescaleSink(partial(open_encoder, out / f"{name}.{fmt.kind}", fmt, RATE, 2,

@@ -150,7 +150,6 @@ def test_two_batches_in_flight_match_apply_model(monkeypatch: pytest.MonkeyPatch
                                                  tmp_path: Path, batch_size: int) -> None:
     """The loop CUDA runs (a second batch submitted before the first is collected), run on
     the CPU: samples are released only once no batch in flight can touch them."""
-    import numpy as np
     import torch
     from stemd.engine.device import Runner
     from stemd.engine.rawfile import RawReader
