@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 from stemd.cluster import messages
 from stemd.cluster.actor import Stems
+from stemd.dispatch.slots import send_on
 from stemd.cluster.plan import NodeInfo
 from stemd.cluster.settings import ClusterSettings
 from stemd.cluster.transfer import get_file, put_file
@@ -80,13 +81,7 @@ class RemoteSlot:
             self.start()
 
     def send(self, message: Any) -> bool:
-        if not self.alive() or self.conn is None:
-            return False
-        try:
-            self.conn.send(message)
-            return True
-        except OSError:
-            return False
+        return self.alive() and send_on(self.conn, message)
 
     def rss(self) -> int:
         return self.link.rss if self.link else 0

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Optional
+from typing import Any, Optional
 
 import psutil
 
@@ -94,13 +94,7 @@ class Slot:
 
     def send(self, message: ToWorker) -> bool:
         with self._lock:
-            if self.conn is None:
-                return False
-            try:
-                self.conn.send(message)
-                return True
-            except OSError:
-                return False
+            return send_on(self.conn, message)
 
     def close_pipe(self) -> None:
         """The worker's end is gone (EOF): stop listening to it."""
@@ -193,3 +187,14 @@ def _exec_child_rss(child: psutil.Process, worker_name: str) -> int:
         return 0 if child.name() == worker_name else int(child.memory_info().rss)
     except psutil.Error:     # it ended meanwhile
         return 0
+
+
+def send_on(conn: Optional[Connection], message: Any) -> bool:
+    """Send ``message`` to a worker; False when its pipe is gone (the caller fails the job)."""
+    if conn is None:
+        return False
+    try:
+        conn.send(message)
+        return True
+    except OSError:
+        return False
