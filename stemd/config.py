@@ -6,6 +6,7 @@ key and the file. Each part of stemd receives only its own slice of the config.
 from __future__ import annotations
 
 import os
+import re
 import string
 import sys
 from pathlib import Path
@@ -138,14 +139,27 @@ class MaintenanceConfig(_Section):
     backup_interval: Seconds = 86400.0
 
 
+NOT_GPU_RESOURCES = ("CPU", "memory", "object_store_memory")
+
+
 class ClusterConfig(_Section):
     engine: Literal["none", "ray"] = "none"
     address: str = "auto"
     transfer: Literal["object-store", "shared"] = "object-store"
     gpu_per_node: Union[Literal["auto"], Annotated[int, Field(ge=0)]] = "auto"
+    gpu_resource: str = "GPU"
     cpu_slots_per_node: Union[Literal["auto"], Annotated[int, Field(ge=0)]] = "auto"
     scan_interval: Seconds = Field(5.0, gt=0)
     chunk_size: Bytes = Field(parse_size("8MiB"), gt=0)
+
+    @field_validator("gpu_resource")
+    @classmethod
+    def _check_gpu_resource(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]+", value) or value in NOT_GPU_RESOURCES:
+            raise ValueError(f"{value!r} cannot count GPUs: name Ray's \"GPU\" or a custom "
+                             "resource the nodes declare (ray start --resources='{\"stemd_gpu\": 1}'), "
+                             "letters, digits and _.:- only")
+        return value
 
 
 class ProfileConfig(_Section):

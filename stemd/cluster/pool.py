@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from stemd.cluster.plan import NodeInfo, node_from_ray, plan_node
+from stemd.cluster.plan import NodeInfo, NodePlan, gpu_devices, needs_cuda_count, node_from_ray, plan_node
 from stemd.cluster.settings import ClusterSettings
 from stemd.cluster.slot import RemoteSlot
 from stemd.cluster.versions import check_versions, describe_node, local_versions
@@ -106,7 +106,7 @@ class ClusterPool:
             gone += self._forget(node_id)
         for node_id, entry in alive.items():
             if node_id != self.own_node and node_id not in self.nodes:
-                self._probe(node_from_ray(entry))
+                self._probe(node_from_ray(entry, self.settings.gpu_resource))
         return added, gone
 
     def _probe(self, info: NodeInfo) -> None:
@@ -114,7 +114,7 @@ class ClusterPool:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
         task = ray.remote(describe_node).options(
             num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(info.node_id, soft=False))
-        self.nodes[info.node_id] = _Node(info, probe=task.remote())
+        self.nodes[info.node_id] = _Node(info, probe=task.remote(needs_cuda_count(info, self.settings)))
         log.info("node %s (%s) joined; checking its versions", info.host, info.node_id[:12])
 
     def _take_probe(self, node: _Node) -> list[RemoteSlot]:
@@ -141,7 +141,7 @@ class ClusterPool:
     def _slots_for(self, node: _Node) -> list[RemoteSlot]:
         plan = plan_node(node.info, self.settings)
         memory = (node.described.get("memory_available", 0), node.described.get("memory_total", 0))
-        wanted = [("gpu", "cuda:0", 0)] * plan.gpu_slots + [("cpu", "cpu", plan.threads)] * plan.cpu_slots
+        wanted = self._gpu_slots(node, plan) + [("cpu", "cpu", plan.threads)] * plan.cpu_slots
         slots = []
         for kind, device, threads in wanted:
             spec = WorkerSpec(slot=self._next_index, device=device, threads=threads,
@@ -151,6 +151,19 @@ class ClusterPool:
                                     node_memory=memory))
             self._next_index += 1
         return slots
+
+    def _gpu_slots(self, node: _Node, plan: NodePlan) -> list[tuple[str, str, int]]:
+        """(kind, device, threads) of the node's GPU slots; where torch sees no CUDA device
+        they run on the CPU, sharing the node's cores with its CPU slots."""
+        devices = gpu_devices(node.info, plan, node.described.get("cuda"))
+        if "cpu" in devices:
+            log.warning("node %s (%s) offers %d %r but torch there sees no CUDA device: its "
+                        "%d GPU slot(s) run on the CPU. Install torch's CUDA build and the "
+                        "driver on that node, or stop declaring %r there (ray start --resources)",
+                        node.info.host, node.info.node_id[:12], node.info.gpus,
+                        self.settings.gpu_resource, plan.gpu_slots, self.settings.gpu_resource)
+        threads = max(1, node.info.cpus // max(1, plan.gpu_slots + plan.cpu_slots))
+        return [("gpu", device, threads if device == "cpu" else 0) for device in devices]
 
     def _forget(self, node_id: str) -> list[RemoteSlot]:
         node = self.nodes.pop(node_id)

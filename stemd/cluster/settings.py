@@ -13,6 +13,7 @@ class ClusterSettings:
     address: str
     transfer: str                      # "object-store" | "shared"
     gpu_per_node: Union[str, int]      # "auto" | count
+    gpu_resource: str                  # the Ray resource that counts a node's GPUs
     cpu_slots_per_node: Union[str, int]
     scan_interval: float
     chunk_size: int
@@ -32,7 +33,8 @@ class ClusterSettings:
         source = ModelSource(repo=config.models.repo, offline=config.models.offline,
                              allow_pickle=config.models.allow_pickle)
         return cls(address=cluster.address, transfer=cluster.transfer,
-                   gpu_per_node=cluster.gpu_per_node, cpu_slots_per_node=cluster.cpu_slots_per_node,
+                   gpu_per_node=cluster.gpu_per_node, gpu_resource=cluster.gpu_resource,
+                   cpu_slots_per_node=cluster.cpu_slots_per_node,
                    scan_interval=cluster.scan_interval, chunk_size=cluster.chunk_size,
                    source=source, idle_unload=workers.idle_unload,
                    memory_reserve=workers.memory_reserve, memory_estimate=workers.memory_estimate,

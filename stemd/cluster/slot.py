@@ -21,7 +21,7 @@ from typing import Any, Optional
 from stemd.cluster import messages
 from stemd.cluster.actor import Stems
 from stemd.dispatch.slots import send_on
-from stemd.cluster.plan import NodeInfo
+from stemd.cluster.plan import NodeInfo, actor_resources
 from stemd.cluster.settings import ClusterSettings
 from stemd.cluster.transfer import get_file, put_file
 from stemd.worker.process import WorkerSpec
@@ -150,8 +150,8 @@ class Link:
         self.closed = threading.Event()
         options: dict[str, Any] = {
             "scheduling_strategy": NodeAffinitySchedulingStrategy(slot.node.node_id, soft=False),
-            "max_concurrency": 3, "max_restarts": 0, "num_gpus": 1 if slot.kind == "gpu" else 0,
-            "num_cpus": 0 if slot.kind == "gpu" else slot.spec.threads}
+            "max_concurrency": 3, "max_restarts": 0,
+            **actor_resources(slot.kind, slot.spec.threads, slot.node, slot.settings)}
         self.actor = _actor_class().options(**options).remote(
             slot.spec, slot.settings.shared, slot.settings.chunk_size)
         for target, name in ((self._up, "up"), (self._down, "down")):

@@ -22,13 +22,18 @@ def local_versions() -> dict[str, str]:
     return found
 
 
-def describe_node() -> dict[str, Any]:
-    """Run on a node: its versions, host name and memory (for admission before any job)."""
+def describe_node(count_cuda: bool = False) -> dict[str, Any]:
+    """Run on a node: its versions, host name and memory (for admission before any job);
+    with ``count_cuda``, how many CUDA devices torch sees there (in a short-lived process)."""
     import psutil
     memory = psutil.virtual_memory()
-    return {"versions": local_versions(), "host": socket.gethostname(), "pid": os.getpid(),
-            "memory_total": int(memory.total), "memory_available": int(memory.available),
-            "cores": os.cpu_count() or 1}
+    found = {"versions": local_versions(), "host": socket.gethostname(), "pid": os.getpid(),
+             "memory_total": int(memory.total), "memory_available": int(memory.available),
+             "cores": os.cpu_count() or 1}
+    if count_cuda:
+        from stemd.dispatch.devices import detect_accelerators
+        found["cuda"] = int(detect_accelerators().get("cuda") or 0)  # type: ignore[call-overload]
+    return found
 
 
 def check_versions(head: dict[str, str], node: dict[str, str], host: str) -> None:

@@ -93,7 +93,7 @@ class Dispatcher:
         """Measurements are kept per device kind and backend ("cpu", "cpu-ort", "gpu")."""
         backend = self.backends.get(slot.index) or expected_backend(self.settings.backend,
                                                                     slot.device)
-        return device_key(slot.kind, backend)
+        return device_key(computes_on(slot), backend)
 
     def reconfigure(self, settings: DispatchSettings, gpus: list[str], cpu_slots: int,
                     threads: int) -> None:
@@ -227,7 +227,7 @@ class Dispatcher:
         """Next attempt: batch of one; if that already ran out of memory, the CPU."""
         job = self.store.get(run.job_id)
         if job is not None:
-            self.store.set_options(job.id, job.options.after_oom(on_gpu=slot.kind == "gpu"))
+            self.store.set_options(job.id, job.options.after_oom(on_gpu=computes_on(slot) == "gpu"))
 
     def _cpu_after_device_error(self, run: Running) -> None:
         """A GPU or MPS device failed: the next attempt runs on the CPU."""
@@ -386,7 +386,7 @@ class Dispatcher:
         measured = self.store.measurements(job.options.model, self._device_key(slot))
         links = self.settings.links if job.url else None
         duration = job.duration or (links.max_duration if links else 0.0)
-        limit = admission.deadline_seconds(duration, admission.speed(measured, slot.kind),
+        limit = admission.deadline_seconds(duration, admission.speed(measured, computes_on(slot)),
                                            job.options.shifts, workers.job_timeout,
                                            workers.job_timeout_cap)
         limit += links.download_timeout if links else 0.0
@@ -436,3 +436,9 @@ class Dispatcher:
     def healthy(self) -> bool:
         """Busy slots have a live worker (a dead one is respawned on the next step)."""
         return self.pool.healthy()
+
+
+def computes_on(slot: Slot) -> str:
+    """``gpu`` or ``cpu``: what the slot's worker computes on (a cluster node's GPU slot
+    runs on the CPU where torch sees no CUDA device), for its speed and measurements."""
+    return "cpu" if slot.device == "cpu" else slot.kind
