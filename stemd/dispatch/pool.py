@@ -273,7 +273,7 @@ class SlotPool:
         for slot in self.slots:
             run = slot.running
             node = getattr(slot, "node", None)
-            slots.append({"name": slot.name, "device": slot.device, "pid": slot.pid(),
+            slots.append({"name": slot.name, "kind": slot.kind, "device": slot.device, "pid": slot.pid(),
                           "node": node.label() if node is not None else None,
                           "alive": slot.alive(), "job": run.job_id if run else None,
                           "progress": round(run.progress, 1) if run else None,

@@ -17,11 +17,13 @@ ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from audio import info, make_track  # noqa: E402
+from browser import chromium, log_in  # noqa: E402
 from daemon_harness import ROOT, TESTS, DaemonProcess, stemd  # noqa: E402
 
 STEMS = {"drums", "bass", "other", "vocals"}
 SLOW = "0.4"          # seconds per forward pass of the "slow" model on the nodes
-NODE = {"num_cpus": 1, "object_store_memory": 100 * 1024 * 1024}
+GPU_RESOURCE = "stemd_gpu"   # each node declares one, standing in for a GPU (only one test counts it)
+NODE = {"num_cpus": 1, "object_store_memory": 100 * 1024 * 1024, "resources": {GPU_RESOURCE: 1}}
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +42,11 @@ def cluster() -> Iterator[Cluster]:
         built.wait_for_nodes()
         yield built
         built.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    yield from chromium()
 
 
 def cluster_config(cluster: Cluster, **cluster_overrides: Any) -> dict[str, Any]:
@@ -199,3 +206,49 @@ def test_a_node_with_another_demucs_is_refused_and_doctor_checks_every_node(clus
         assert result.returncode == 1 and "127.0.0.1:1" in result.stdout
     finally:
         cluster.remove_node(odd)
+
+
+def test_a_custom_resource_stands_in_for_gpus_and_the_dashboard_lists_the_nodes(
+        cluster: Cluster, make_daemon, tmp_path: Path, browser) -> None:
+    """``gpu_resource = "stemd_gpu"``: each node's unit of it is a GPU slot, whose jobs run
+    on CUDA where torch sees it, else on the CPU with a warning. The status API, /metrics
+    and the dashboard in a real browser name every node and its slots."""
+    import torch
+    device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    daemon = make_daemon(**cluster_config(cluster, gpu_resource=GPU_RESOURCE), web={"enabled": True})
+    wait_serving(daemon, node_ids(cluster))
+    slots = daemon.status()["dispatcher"]["slots"]
+    assert sorted((s["node"]["id"], s["kind"], s["device"]) for s in slots) == \
+        sorted((node_id, "gpu", device) for node_id in node_ids(cluster)), slots
+    if device == "cpu":
+        for node_id in node_ids(cluster):
+            assert f"({node_id[:12]}) offers 1 '{GPU_RESOURCE}' but torch there sees no CUDA device" \
+                in daemon.log()
+    for i in range(2):
+        make_track(tmp_path / "src" / f"gpu{i}.wav", 2.0, seed=i)
+        (tmp_path / "src" / f"gpu{i}.wav").rename(tmp_path / "inbox" / f"gpu{i}.wav")
+    jobs = daemon.wait_jobs(2, ("done",), timeout=120)
+    assert {j["device"] for j in jobs} == {device}
+    for i in range(2):
+        found = manifest(tmp_path / "outbox", f"gpu{i}")
+        assert found["node"]["id"] in node_ids(cluster) and found["device"] == device
+
+    web = daemon.wait_for(lambda: (daemon.status() or {}).get("web", {}).get("url"), 30, "the web server")
+    token = (daemon.state_dir / "web-token").read_text().strip()
+    with httpx.Client(base_url=web, headers={"authorization": f"Bearer {token}"}, timeout=30) as client:
+        nodes = client.get("/api/status").json()["daemon"]["dispatcher"]["nodes"]
+        metrics = client.get("/metrics").text
+    assert {n["id"]: (n["state"], n["gpus"], len(n["slots"])) for n in nodes} == \
+        {node_id: ("serving", 1, 1) for node_id in node_ids(cluster)}
+    for node in nodes:
+        assert f'stemd_cluster_node_slots{{host="{node["host"]}",node="{node["id"]}",state="serving"}} 1.0' in metrics
+
+    page = browser.new_page()
+    log_in(page, web, token)
+    for node in nodes:
+        line = page.wait_for_selector(f'.node[data-node="{node["id"]}"]', timeout=30000).inner_text()
+        assert node["host"] in line and node["id"][:12] in line and "serving" in line, line
+        assert f"slots {node['slots'][0]}" in line, line
+        slot = page.locator(".slot", has_text=f"on node {node['id'][:12]}").inner_text()
+        assert node["slots"][0] in slot, slot
+    page.close()

@@ -7,7 +7,6 @@ With STEMD_SCREENSHOTS=1 it also writes the pictures used in docs/web.md.
 from __future__ import annotations
 
 import os
-import shutil
 import zipfile
 from pathlib import Path
 from typing import Iterator
@@ -15,13 +14,9 @@ from typing import Iterator
 import pytest
 
 from audio import make_track
+from browser import chromium, log_in
 from webdaemon import WebDaemon, start_web_daemon
 
-sync_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--autoplay-policy=no-user-gesture-required"]
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 STEMS = {"drums.wav", "bass.wav", "other.wav", "vocals.wav"}
 
@@ -38,12 +33,7 @@ new MutationObserver((records) => {
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    if CHROMIUM is None:
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield chromium
-        chromium.close()
+    yield from chromium()
 
 
 def _screenshot(page: object, name: str) -> None:
@@ -56,11 +46,7 @@ def test_log_in_upload_watch_play_and_download(browser, tmp_path: Path, model_re
     try:
         context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
         page = context.new_page()
-        page.goto(web.url)
-        assert page.locator("input#token").is_visible()              # not logged in: the form
-        page.fill("input#token", web.token)
-        page.click("button[type=submit]")
-        page.wait_for_selector("#health.ok", timeout=30000)
+        log_in(page, web.url, web.token)                            # not logged in: the form first
         page.wait_for_selector("#profile option[value=default]", state="attached")
         page.evaluate(WATCH_ROWS)
         page.evaluate("window.notReloaded = true")

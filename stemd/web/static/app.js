@@ -53,15 +53,18 @@ function renderSlots() {
   fill(byId("slots"), slots.map((slot) => {
     let job = slot.job !== null ? (jobs.get(slot.job) || {id: slot.job, input: `job ${slot.job}`, state: "running", progress: slot.progress}) : null;
     if (job && job.state !== "running") job = null;     // finished since the daemon's last status
-    const where = slot.node ? `${slot.name} on ${slot.node.host}` : slot.name;   // cluster mode
+    let where = slot.node ? `${slot.name} on node ${slot.node.id.slice(0, 12)}` : slot.name;   // cluster mode
+    if (slot.kind === "gpu" && slot.device === "cpu") where += " (on the CPU: no CUDA device)";
     return el("div", {class: "slot"}, el("span", {class: "dev"}, where),
       job ? el("span", {class: "name"}, link(job)) : el("span", {class: "dim"}, slot.alive ? "idle, model loaded" : "idle"),
       job ? bar({state: "running", progress: slot.progress || 0}) : null,
       slot.rss ? el("span", {class: "dim"}, size(slot.rss)) : null);
   }), status && status.running ? "No slots." : "The daemon is not running.");
   const nodes = (status && status.daemon && status.daemon.dispatcher.nodes) || [];
-  if (nodes.length) byId("slots").append(el("div", {class: "dim"}, "Cluster nodes: " +
-    nodes.map((n) => `${n.host} (${n.state}, ${n.slots.length} slot${n.slots.length === 1 ? "" : "s"})`).join(" · ")));
+  if (nodes.length) byId("slots").append(el("div", {class: "dim"}, "Cluster nodes:"),
+    ...nodes.map((n) => el("div", {class: "node", "data-node": n.id},
+      `${n.host} (${n.id.slice(0, 12)}, ${n.address}): ${n.state}; ${n.gpus} GPU, ${n.cpus} CPU; ` +
+      (n.slots.length ? `slots ${n.slots.join(", ")}` : "no slots"))));
 }
 
 function renderDisk() {
