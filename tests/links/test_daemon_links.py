@@ -96,3 +96,20 @@ def test_a_stalled_download_is_retried_then_fails_with_its_reason(make_daemon, t
     assert "timed out" in job["error"].lower() and "retried" not in job["error"].split(".")[0]
     assert [a["kind"] for a in json.loads(job["history"])] == ["download", "download"]
     assert (tmp_path / "state" / "failed" / "slow.url").exists()
+
+
+def test_a_link_file_with_a_failed_line_goes_to_failed_naming_it(make_daemon, tmp_path: Path,
+                                                                 server: LinkServer) -> None:
+    """Its last job succeeds, an earlier one failed: the file is not archived as a success."""
+    daemon = make_daemon(links=LINKS, workers={"max_attempts": 1})
+    gone, good = server.url("gone.mp3"), server.url("song.mp3")
+    (tmp_path / "inbox" / "mixed.txt").write_text(f"{gone}\n{good}\n")
+    jobs = daemon.wait_jobs(2, ("done", "failed"), timeout=180)
+    assert {j["url"]: j["state"] for j in jobs} == {gone: "failed", good: "done"}
+    assert (tmp_path / "outbox" / "song" / "vocals.wav").exists()
+    state = tmp_path / "state"
+    assert not (state / "archive" / "mixed.txt").exists()
+    assert (state / "failed" / "mixed.txt").read_text() == f"{gone}\n{good}\n"
+    note = (state / "failed" / "mixed.txt.error.txt").read_text()
+    assert f"{gone}" in note and "unavailable (HTTP 404)" in note
+    assert good not in note
