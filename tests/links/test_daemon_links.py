@@ -28,8 +28,10 @@ def test_link_files_become_stems_and_failures_say_why(make_daemon, tmp_path: Pat
     (inbox / "broken.txt").write_text(f"{server.url('gone.mp3')}\n")
     (inbox / "too long.links").write_text(f"{server.url('long.mp3')}\n")
     (inbox / "news.links").write_text(f"{server.url('page.html')}\n")
+    concert = server.url("player/concert.mp3?duration=PT20M")     # its page says 20 minutes
+    (inbox / "concert.url").write_text(f"[InternetShortcut]\nURL={concert}\n")
 
-    jobs = daemon.wait_jobs(4, ("done", "failed"), timeout=240)
+    jobs = daemon.wait_jobs(5, ("done", "failed"), timeout=240)
     by_url = {j["url"]: j for j in jobs}
     assert by_url[server.url("song.mp3")]["state"] == "done"
     track = outbox / "song"                          # the title, not the link file's name
@@ -42,8 +44,11 @@ def test_link_files_become_stems_and_failures_say_why(make_daemon, tmp_path: Pat
     assert "unavailable (HTTP 404)" in _error_of(jobs, server.url("gone.mp3"))
     assert "longer than the 10s allowed" in _error_of(jobs, server.url("long.mp3"))
     assert "No audio was found" in _error_of(jobs, server.url("page.html"))
+    assert "20m00s long, longer than the 10s allowed" in _error_of(jobs, concert)
+    assert "/concert.mp3" not in server.requests          # refused from the page's metadata
     failed = tmp_path / "state" / "failed"
     assert "HTTP 404" in (failed / "broken.txt.error.txt").read_text()
+    assert "max_duration" in (failed / "concert.url.error.txt").read_text()
     assert sorted(p.name for p in outbox.iterdir() if not p.name.startswith(".")) == ["song"]
 
 
