@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -58,6 +59,25 @@ def test_a_forbidden_address_is_refused_at_intake(make_daemon, tmp_path: Path) -
     job = daemon.wait_jobs(1, ("failed",), timeout=60)[0]
     assert "local network" in job["error"] and "allow_private" in job["error"]
     assert (tmp_path / "state" / "failed" / "lan.url").exists()
+
+
+def test_a_redirect_into_the_local_network_fails_the_job_for_good(make_daemon, tmp_path: Path,
+                                                                   served: Path,
+                                                                   server: LinkServer) -> None:
+    """The worker refuses the connect to 127.0.0.2 (not listed) that 127.0.0.1 (listed)
+    redirects to; the link file goes to failed/ with that reason."""
+    daemon = make_daemon(links={"enabled": True, "allowed_hosts": ["127.0.0.1"],
+                                "download_timeout": "20s"}, workers={"max_attempts": 3})
+    with LinkServer(served, host="127.0.0.2") as other:
+        moved = server.url("redirect?to=" + quote(other.url("song.mp3"), safe=""))
+        (tmp_path / "inbox" / "moved.url").write_text(f"[InternetShortcut]\nURL={moved}\n")
+        job = daemon.wait_jobs(1, ("done", "failed"), timeout=120)[0]
+        assert other.requests == []
+    assert job["state"] == "failed" and job["attempts"] == 1
+    assert "tried to connect to 127.0.0.2" in job["error"]
+    note = (tmp_path / "state" / "failed" / "moved.url.error.txt").read_text()
+    assert "127.0.0.2" in note and "links.allowed_hosts" in note
+    assert not [p for p in (tmp_path / "outbox").iterdir() if not p.name.startswith(".")]
 
 
 def test_downloads_beyond_the_rate_limit_wait(make_daemon, tmp_path: Path,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -100,3 +101,21 @@ def test_media_in_the_local_network_is_refused_unless_allowed(server: LinkServer
     with pytest.raises(LinkError, match="local network"):
         download(server.url("song.mp3"), tmp_path, strict, lambda f: None, duration)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_redirect_into_the_local_network_is_refused_at_connect(served: Path, server: LinkServer,
+                                                                 tmp_path: Path) -> None:
+    """127.0.0.1 is allowed (listed in allowed_hosts), 127.0.0.2 is not: a redirect there is
+    refused when yt-dlp connects, and that server is never asked for anything."""
+    listed = LinkLimits(max_duration=10.0, max_filesize=50_000_000, download_timeout=30.0,
+                        allowed_hosts=("127.0.0.1",))
+    assert download(server.url("song.mp3"), tmp_path / "ok", listed, lambda f: None,
+                    duration).title == "song"
+    with LinkServer(served, host="127.0.0.2") as other:
+        moved = server.url("redirect?to=" + quote(other.url("song.mp3"), safe=""))
+        with pytest.raises(LinkError) as caught:
+            download(moved, tmp_path / "moved", listed, lambda f: None, duration)
+        assert other.requests == []
+    assert f"{moved} tried to connect to 127.0.0.2" in caught.value.message
+    assert caught.value.permanent and "allow_private" in caught.value.hint
+    assert not list((tmp_path / "moved").rglob("*.mp3*"))
