@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from stemd import __version__
 from stemd.engine.types import SeparationResult
 from stemd.errors import InputChanged
-from stemd.jobs.identity import InputIdentity
+from stemd.jobs.identity import InputIdentity, link_digest
 from stemd.jobs.inputs import after_success, cancel_note, failure_note, link_failure_note, set_aside
 from stemd.jobs.options import JobOptions
 from stemd.jobs.store import Job, NewJob, State, Store
@@ -442,12 +442,11 @@ class Lifecycle:
         else:
             options, origin = current, "profile"
         try:
-            identity: Optional[InputIdentity] = InputIdentity.read(job.input)
+            identity, key = _retry_identity(job, options)
         except OSError as exc:
             log.warning("job %s: retry refused: the input %s cannot be read (%s)", job_id,
                         job.input, exc.strerror)
             return False
-        key = options.cache_key(identity.sha256) if identity and identity.sha256 else job.key
         note = ("retried by request, keeping the job's options" if origin == "kept"
                 else "retried by request with the profile's current options")
         if not self.store.retry(job_id, time.time(), options, key, identity, note, origin):
@@ -531,6 +530,16 @@ class Lifecycle:
             cache_store(track, entry)
         except OSError as exc:
             log.warning("job %s: could not keep the stems in the cache: %s", job.id, exc)
+
+
+def _retry_identity(job: Job, options: JobOptions) -> tuple[Optional[InputIdentity], str]:
+    """The input's identity and cache key, taken afresh for a retry (``OSError`` when the
+    input cannot be read). A link job's key is its address's: the link file is not its
+    content."""
+    if job.url:
+        return None, options.cache_key(link_digest(job.url))
+    identity = InputIdentity.read(job.input)
+    return identity, options.cache_key(identity.sha256) if identity.sha256 else job.key
 
 
 def _inbox(job: Job) -> Optional[Path]:

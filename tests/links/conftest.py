@@ -25,6 +25,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("served")
     _tone(folder / "song.mp3", 3.0)
     _tone(folder / "long.mp3", 20.0)
+    _tone(folder / "short.mp3", 2.0)
     shutil.copy(folder / "long.mp3", folder / "concert.mp3")
     (folder / "page.html").write_text("<html><head><title>News</title></head>"
                                       "<body><p>Nothing to listen to.</p></body></html>")

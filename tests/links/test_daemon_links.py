@@ -10,6 +10,8 @@ import pytest
 
 pytest.importorskip("yt_dlp")
 
+from daemon_harness import stemd  # noqa: E402
+
 from .linkserver import LinkServer  # noqa: E402
 
 LINKS = {"enabled": True, "allow_private": True, "download_timeout": "20s",
@@ -138,3 +140,27 @@ def test_a_link_file_with_a_failed_line_goes_to_failed_naming_it(make_daemon, tm
     note = (state / "failed" / "mixed.txt.error.txt").read_text()
     assert f"{gone}" in note and "unavailable (HTTP 404)" in note
     assert good not in note
+
+
+def test_retried_links_of_a_failed_link_file_are_fetched_again_each_its_own(
+        make_daemon, tmp_path: Path, served: Path, server: LinkServer) -> None:
+    """Both links 404 at first; once the files are there, each retried job downloads its own
+    audio (not the other's stems from the cache) and the link file is archived."""
+    daemon = make_daemon(links=LINKS, workers={"max_attempts": 1})
+    first, second = server.url("later-a.mp3"), server.url("later-b.mp3")
+    (tmp_path / "inbox" / "pair.txt").write_text(f"{first}\n{second}\n")
+    jobs = daemon.wait_jobs(2, ("failed",), timeout=120)
+    failed = tmp_path / "state" / "failed"
+    note = (failed / "pair.txt.error.txt").read_text()
+    assert "2 of its 2 links failed" in note and first in note and second in note
+    (served / "later-a.mp3").write_bytes((served / "song.mp3").read_bytes())
+    (served / "later-b.mp3").write_bytes((served / "short.mp3").read_bytes())
+    for job in jobs:
+        assert stemd(daemon.config, "retry", str(job["id"])).returncode == 0
+    done = daemon.wait_jobs(2, ("done",), timeout=180)
+    assert sorted(j["cached"] for j in done) == [0, 0]
+    outbox = tmp_path / "outbox"
+    assert {p.name for p in outbox.iterdir() if not p.name.startswith(".")} == \
+        {"later-a", "later-b"}
+    assert (tmp_path / "state" / "archive" / "pair.txt").exists()
+    assert not (failed / "pair.txt").exists() and not (failed / "pair.txt.error.txt").exists()
