@@ -55,7 +55,7 @@ class DispatchSettings:
                              allow_pickle=config.models.allow_pickle)
         links = config.links
         limits = LinkLimits(links.max_duration, links.max_filesize, links.download_timeout,
-                            links.allow_private)
+                            links.allow_private, tuple(links.allowed_hosts))
         return cls(config.workers, LifecycleSettings.from_config(config), source, limits,
                    links.rate_limit, config.engine.backend, config.export_dir)
 

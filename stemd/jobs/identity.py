@@ -26,6 +26,12 @@ def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
             digest.update(block)
 
 
+def link_digest(url: str) -> str:
+    """A link job's content identity is its address: the same URL is the same track (its
+    cache key is made from this, never from the link file that named it)."""
+    return hashlib.sha256(f"link:{url}".encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class InputIdentity:
     size: int

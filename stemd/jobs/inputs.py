@@ -118,6 +118,16 @@ def failure_note(origin: Path, reason: str, hint: str, job_id: Optional[int]) ->
     return _note(lines, origin, job_id, "tries again once fixed, with the profile as it is then")
 
 
+def link_failure_note(origin: Path, failures: list[tuple[str, str, int]], total: int) -> str:
+    """The note of a link file some of whose links failed: ``(url, error, job id)`` each."""
+    lines = [f"stemd could not separate every link in {origin.name}.", "",
+             f"What happened: {len(failures)} of its {total} links failed:"]
+    lines += [f"- {url} (job {job_id}): {error}" for url, error, job_id in failures]
+    lines.append("What to do: check each failed link; `stemd retry JOB` fetches it again once "
+                 "fixed. The links not listed here did not fail.")
+    return _note(lines, origin, None, "")
+
+
 def cancel_note(origin: Path, reason: str, job_id: Optional[int]) -> str:
     lines = [f"stemd did not separate {origin.name}: its job was canceled.", "",
              f"What happened: {reason}.",

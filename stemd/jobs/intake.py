@@ -6,7 +6,6 @@ user understands (the lifecycle does both); the daemon goes on.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import queue
@@ -18,7 +17,7 @@ from typing import Callable, Optional
 from stemd.config import ProfileConfig
 from stemd.engine.types import AudioInfo
 from stemd.errors import InputError, StemdError
-from stemd.jobs.identity import InputIdentity
+from stemd.jobs.identity import InputIdentity, link_digest
 from stemd.jobs.lifecycle import Lifecycle
 from stemd.jobs.options import JobOptions
 from stemd.jobs.store import NewJob, State
@@ -144,7 +143,7 @@ class Intake:
             return self._reject(arrival, exc, options)
         first: Optional[int] = None
         for url in urls:
-            key = options.cache_key(hashlib.sha256(f"link:{url}".encode()).hexdigest())
+            key = options.cache_key(link_digest(url))
             active = self.store.active_with_key(key)       # from this or another link file
             if active is not None:
                 log.info("job %s: %s is already queued; not adding it again", active.id, url)

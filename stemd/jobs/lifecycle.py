@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from stemd import __version__
 from stemd.engine.types import SeparationResult
 from stemd.errors import InputChanged
-from stemd.jobs.identity import InputIdentity
-from stemd.jobs.inputs import after_success, cancel_note, failure_note, set_aside
+from stemd.jobs.identity import InputIdentity, link_digest
+from stemd.jobs.inputs import after_success, cancel_note, failure_note, link_failure_note, set_aside
 from stemd.jobs.options import JobOptions
 from stemd.jobs.store import Job, NewJob, State, Store
 from stemd.output.naming import track_dir, track_name
@@ -320,9 +320,7 @@ class Lifecycle:
         log.info("job %s: %s", job_id, what)
         job = self.store.get(job_id)
         if job is not None and job.source != "submit" and not self._link_file_still_needed(job):
-            origin = Path(job.first_location)
-            self._moved(job, set_aside(Path(job.input), self.folders.failed_dir, _inbox(job),
-                                       origin, cancel_note(origin, "canceled by request", job.id)))
+            self._set_aside(job, cancel_note(Path(job.first_location), "canceled by request", job.id))
         return True
 
     def supersede(self, job_id: int, why: str, boot: Any = None) -> bool:
@@ -444,12 +442,11 @@ class Lifecycle:
         else:
             options, origin = current, "profile"
         try:
-            identity: Optional[InputIdentity] = InputIdentity.read(job.input)
+            identity, key = _retry_identity(job, options)
         except OSError as exc:
             log.warning("job %s: retry refused: the input %s cannot be read (%s)", job_id,
                         job.input, exc.strerror)
             return False
-        key = options.cache_key(identity.sha256) if identity and identity.sha256 else job.key
         note = ("retried by request, keeping the job's options" if origin == "kept"
                 else "retried by request with the profile's current options")
         if not self.store.retry(job_id, time.time(), options, key, identity, note, origin):
@@ -462,8 +459,13 @@ class Lifecycle:
     # -- inputs ---------------------------------------------------------------------------------
     def _input_done(self, job: Job) -> None:
         """After success: archive, delete or keep the input; a note from an earlier failure
-        goes. Files named on ``stemd submit`` are the user's own and stay where they are."""
+        goes. Files named on ``stemd submit`` are the user's own and stay where they are. A
+        link file some of whose links failed is set aside with their reasons instead."""
         if job.source == "submit" or self._link_file_still_needed(job):
+            return
+        failed = self._failed_links(job)
+        if failed:
+            self._set_aside(job, self._links_note(job, failed))
             return
         folders = self.folders
         path = Path(job.input)
@@ -480,17 +482,39 @@ class Lifecycle:
     def _set_aside_failed(self, job: Optional[Job], message: str, hint: str) -> None:
         if job is None or job.source == "submit" or self._link_file_still_needed(job):
             return
-        origin = Path(job.first_location)
-        self._moved(job, set_aside(Path(job.input), self.folders.failed_dir, _inbox(job), origin,
-                                   failure_note(origin, message, hint, job.id)))
+        failed = self._failed_links(job)
+        self._set_aside(job, self._links_note(job, failed) if failed else
+                        failure_note(Path(job.first_location), message, hint, job.id))
+
+    def _set_aside(self, job: Job, note: str) -> None:
+        """Move the input into the failed folder, with ``note`` beside it."""
+        self._moved(job, set_aside(Path(job.input), self.folders.failed_dir, _inbox(job),
+                                   Path(job.first_location), note))
+
+    def _links_note(self, job: Job, failed: list[Job]) -> str:
+        failures = [(j.url or "", j.error or "", j.id) for j in failed]
+        return link_failure_note(Path(job.first_location), failures,
+                                 len(self.store.link_jobs_on_input(job.input)))
 
     def _link_file_still_needed(self, job: Job) -> bool:
         """A link file's other URLs still need it: the last of its jobs handles it."""
         return job.source == "link" and self.store.others_active_on_input(job.id, job.input)
 
+    def _failed_links(self, job: Job) -> list[Job]:
+        """The failed jobs of a link file of several links (one link: its job's own note)."""
+        if job.source != "link":
+            return []
+        jobs = self.store.link_jobs_on_input(job.input)
+        return [j for j in jobs if j.state == State.FAILED] if len(jobs) > 1 else []
+
     def _moved(self, job: Job, new_path: Optional[Path]) -> None:
+        """Record where stemd moved the input; a link file's other jobs follow it (a retry
+        finds the file, and its jobs stay together)."""
         if new_path is None or str(new_path) == job.input:
             return
+        for sibling in self.store.link_jobs_on_input(job.input) if job.source == "link" else []:
+            if sibling.id != job.id:
+                self.store.update_input(sibling.id, str(new_path))
         try:
             identity = InputIdentity.stat(new_path)
         except OSError:
@@ -506,6 +530,16 @@ class Lifecycle:
             cache_store(track, entry)
         except OSError as exc:
             log.warning("job %s: could not keep the stems in the cache: %s", job.id, exc)
+
+
+def _retry_identity(job: Job, options: JobOptions) -> tuple[Optional[InputIdentity], str]:
+    """The input's identity and cache key, taken afresh for a retry (``OSError`` when the
+    input cannot be read). A link job's key is its address's: the link file is not its
+    content."""
+    if job.url:
+        return None, options.cache_key(link_digest(job.url))
+    identity = InputIdentity.read(job.input)
+    return identity, options.cache_key(identity.sha256) if identity.sha256 else job.key
 
 
 def _inbox(job: Job) -> Optional[Path]:

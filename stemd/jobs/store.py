@@ -659,6 +659,12 @@ class Store:
                             "('queued', 'running') LIMIT 1", (path, job_id)).fetchone()
         return row is not None
 
+    def link_jobs_on_input(self, path: str) -> list[Job]:
+        """The jobs of one link file: one per URL, oldest first."""
+        rows = self._execute("SELECT * FROM jobs WHERE input = ? AND source = 'link' ORDER BY id",
+                             (path,))
+        return [Job.from_row(dict(row)) for row in rows]
+
     def links_started_since(self, since: float) -> int:
         """Link jobs started (attempts included) since ``since``: the downloads rate."""
         row = self._execute("SELECT COUNT(*) FROM jobs WHERE source = 'link' AND "

@@ -5,7 +5,8 @@ work folder, so a partial download never reaches an inbox or the outbox, and the
 dispatcher's deadline, stall detection and cancel apply to it. What can be checked from
 the metadata (a playlist, the duration, the size, no audio) is checked before a byte of
 media is fetched; a direct media link gives no duration, so its length is checked by
-the probe of the downloaded file, its size by ``max_filesize`` while it downloads.
+the probe of the downloaded file, its size by ``max_filesize`` while it downloads. Every
+connection the download makes is checked as it is made (``stemd.links.guard``).
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from stemd.errors import DownloadFailed, LinkError
+from stemd.links.guard import guarded
+from stemd.links.policy import UrlPolicy, check_media_url
 from stemd.units import format_duration, format_size
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,11 @@ class LinkLimits:
     max_filesize: int          # bytes
     download_timeout: float    # seconds for the whole download
     allow_private: bool = False    # media on this machine or the local network
+    allowed_hosts: tuple[str, ...] = ()     # a local address listed here is allowed too
+
+    @property
+    def policy(self) -> UrlPolicy:
+        return UrlPolicy(self.allowed_hosts, self.allow_private)
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,7 @@ def download(url: str, folder: Path, limits: LinkLimits, progress: ProgressFn,
     logger = _Logger()
     options = _options(folder, limits, _hook(progress, deadline, limits), logger)
     try:
-        with yt_dlp.YoutubeDL(options) as ydl:
+        with guarded(limits.policy, url), yt_dlp.YoutubeDL(options) as ydl:
             info = ydl.extract_info(url, download=False)
             _check_metadata(info, url, limits)
             _check_media_hosts(info, limits)
@@ -146,13 +154,10 @@ def _check_metadata(info: dict[str, Any], url: str, limits: LinkLimits) -> None:
 def _check_media_hosts(info: dict[str, Any], limits: LinkLimits) -> None:
     """A page may point its media anywhere (a CDN is fine); never into the local network,
     unless allowed. The page's own address was checked at intake."""
-    if limits.allow_private:
-        return
-    from stemd.links.policy import UrlPolicy, check_url
     chosen = info.get("requested_formats") or [info]
     for media in chosen:
         if isinstance(media.get("url"), str):
-            check_url(media["url"], UrlPolicy())
+            check_media_url(media["url"], limits.policy)
 
 
 def classify(exc: BaseException, url: str, limits: LinkLimits) -> Exception:

@@ -1,6 +1,7 @@
 """Fixtures of the link tests: a local HTTP server with real audio made by ffmpeg."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("served")
     _tone(folder / "song.mp3", 3.0)
     _tone(folder / "long.mp3", 20.0)
+    _tone(folder / "short.mp3", 2.0)
+    shutil.copy(folder / "long.mp3", folder / "concert.mp3")
     (folder / "page.html").write_text("<html><head><title>News</title></head>"
                                       "<body><p>Nothing to listen to.</p></body></html>")
     return folder

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -53,6 +54,27 @@ def test_a_track_too_long_is_refused_and_removed(server: LinkServer, tmp_path: P
     assert not [p for p in tmp_path.iterdir() if p.is_file()]
 
 
+def test_a_page_saying_its_track_is_too_long_is_refused_before_downloading(
+        server: LinkServer, tmp_path: Path) -> None:
+    """The page's metadata says 20 minutes: its audio (20 s in truth) is never asked for."""
+    page = "player/long.mp3?duration=PT20M"
+    with pytest.raises(LinkError) as caught:
+        download(server.url(page), tmp_path, LIMITS, lambda f: None, duration)
+    assert "is 20m00s long, longer than the 10s allowed" in caught.value.message
+    assert caught.value.permanent and "max_duration" in caught.value.hint
+    assert server.requests == ["/" + page]
+    assert not list(tmp_path.rglob("*.mp3*"))
+
+
+def test_a_page_with_a_short_track_gives_its_audio_title_and_duration(server: LinkServer,
+                                                                      tmp_path: Path) -> None:
+    got = download(server.url("player/song.mp3?duration=PT3S"), tmp_path / "work", LIMITS,
+                   lambda f: None, duration)
+    assert got.path.read_bytes() == (server.folder / "song.mp3").read_bytes()
+    assert got.title == "Song" and got.duration == 3.0
+    assert server.requests[0] == "/player/song.mp3?duration=PT3S" and "/song.mp3" in server.requests
+
+
 def test_a_file_larger_than_allowed_is_not_downloaded(server: LinkServer, tmp_path: Path) -> None:
     small = LinkLimits(max_duration=60.0, max_filesize=10_000, download_timeout=30.0,
                        allow_private=True)
@@ -79,3 +101,21 @@ def test_media_in_the_local_network_is_refused_unless_allowed(server: LinkServer
     with pytest.raises(LinkError, match="local network"):
         download(server.url("song.mp3"), tmp_path, strict, lambda f: None, duration)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_redirect_into_the_local_network_is_refused_at_connect(served: Path, server: LinkServer,
+                                                                 tmp_path: Path) -> None:
+    """127.0.0.1 is allowed (listed in allowed_hosts), 127.0.0.2 is not: a redirect there is
+    refused when yt-dlp connects, and that server is never asked for anything."""
+    listed = LinkLimits(max_duration=10.0, max_filesize=50_000_000, download_timeout=30.0,
+                        allowed_hosts=("127.0.0.1",))
+    assert download(server.url("song.mp3"), tmp_path / "ok", listed, lambda f: None,
+                    duration).title == "song"
+    with LinkServer(served, host="127.0.0.2") as other:
+        moved = server.url("redirect?to=" + quote(other.url("song.mp3"), safe=""))
+        with pytest.raises(LinkError) as caught:
+            download(moved, tmp_path / "moved", listed, lambda f: None, duration)
+        assert other.requests == []
+    assert f"{moved} tried to connect to 127.0.0.2" in caught.value.message
+    assert caught.value.permanent and "allow_private" in caught.value.hint
+    assert not list((tmp_path / "moved").rglob("*.mp3*"))

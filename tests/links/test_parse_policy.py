@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import plistlib
+import socket
 from pathlib import Path
 
 import pytest
 
 from stemd.errors import LinkError
+from stemd.links.guard import ConnectRefused, guarded
 from stemd.links.parse import is_link_file, read_links
 from stemd.links.policy import UrlPolicy, check_url
+
+from .linkserver import LinkServer
 
 
 def test_windows_internet_shortcut(tmp_path: Path) -> None:
@@ -77,3 +81,26 @@ def test_allowed_hosts_take_subdomains() -> None:
     assert check_url("https://www.youtube.com/watch?v=x", policy, dns)
     with pytest.raises(LinkError, match="not in links.allowed_hosts"):
         check_url("https://evil.com/youtube.com", policy, dns)
+
+
+def test_a_local_address_listed_in_allowed_hosts_is_allowed_alone() -> None:
+    dns = fake_dns({"nas.local": ["192.168.1.5"]})
+    listed = UrlPolicy(allowed_hosts=("192.168.1.5", "nas.local"))
+    assert check_url("http://192.168.1.5/a.mp3", listed, dns)
+    assert check_url("http://nas.local/a.mp3", listed, dns)
+    with pytest.raises(LinkError, match="local network"):
+        check_url("http://nas.local/a.mp3", UrlPolicy(allowed_hosts=("nas.local",)), dns)
+    with pytest.raises(LinkError, match="not in links.allowed_hosts"):
+        check_url("http://192.168.1.6/a.mp3", listed, dns)
+
+
+def test_the_guard_refuses_a_connect_by_name_to_a_local_address(server: LinkServer) -> None:
+    """A socket connected by name (resolved inside connect) is checked too."""
+    port = server.httpd.server_address[1]
+    with pytest.raises(LinkError, match="tried to connect to 127.0.0.1") as caught:
+        with guarded(UrlPolicy(), "http://example.com/a"):
+            with socket.socket() as sock, pytest.raises(ConnectRefused):
+                sock.connect(("localhost", port))
+    assert "links.allowed_hosts" in caught.value.hint and server.requests == []
+    with socket.socket() as sock:                  # outside a download: not guarded
+        sock.connect(("localhost", port))
