@@ -227,7 +227,7 @@ class Dispatcher:
         """Next attempt: batch of one; if that already ran out of memory, the CPU."""
         job = self.store.get(run.job_id)
         if job is not None:
-            self.store.set_options(job.id, job.options.after_oom(on_gpu=computes_on(slot) == "gpu"))
+            self.store.set_options(job.id, job.options.after_oom(on_gpu=slot.kind == "gpu"))
 
     def _cpu_after_device_error(self, run: Running) -> None:
         """A GPU or MPS device failed: the next attempt runs on the CPU."""
