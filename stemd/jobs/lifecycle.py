@@ -463,9 +463,9 @@ class Lifecycle:
         link file some of whose links failed is set aside with their reasons instead."""
         if job.source == "submit" or self._link_file_still_needed(job):
             return
-        failed = self._failed_links(job)
+        failed, total = self._failed_links(job)
         if failed:
-            self._set_aside(job, self._links_note(job, failed))
+            self._set_aside(job, self._links_note(job, failed, total))
             return
         folders = self.folders
         path = Path(job.input)
@@ -482,8 +482,8 @@ class Lifecycle:
     def _set_aside_failed(self, job: Optional[Job], message: str, hint: str) -> None:
         if job is None or job.source == "submit" or self._link_file_still_needed(job):
             return
-        failed = self._failed_links(job)
-        self._set_aside(job, self._links_note(job, failed) if failed else
+        failed, total = self._failed_links(job)
+        self._set_aside(job, self._links_note(job, failed, total) if failed else
                         failure_note(Path(job.first_location), message, hint, job.id))
 
     def _set_aside(self, job: Job, note: str) -> None:
@@ -491,21 +491,21 @@ class Lifecycle:
         self._moved(job, set_aside(Path(job.input), self.folders.failed_dir, _inbox(job),
                                    Path(job.first_location), note))
 
-    def _links_note(self, job: Job, failed: list[Job]) -> str:
+    def _links_note(self, job: Job, failed: list[Job], total: int) -> str:
         failures = [(j.url or "", j.error or "", j.id) for j in failed]
-        return link_failure_note(Path(job.first_location), failures,
-                                 len(self.store.link_jobs_on_input(job.input)))
+        return link_failure_note(Path(job.first_location), failures, total)
 
     def _link_file_still_needed(self, job: Job) -> bool:
         """A link file's other URLs still need it: the last of its jobs handles it."""
         return job.source == "link" and self.store.others_active_on_input(job.id, job.input)
 
-    def _failed_links(self, job: Job) -> list[Job]:
-        """The failed jobs of a link file of several links (one link: its job's own note)."""
+    def _failed_links(self, job: Job) -> tuple[list[Job], int]:
+        """The failed jobs of a link file of several links (one link: its job's own note),
+        and how many links the file holds."""
         if job.source != "link":
-            return []
+            return [], 1
         jobs = self.store.link_jobs_on_input(job.input)
-        return [j for j in jobs if j.state == State.FAILED] if len(jobs) > 1 else []
+        return ([j for j in jobs if j.state == State.FAILED] if len(jobs) > 1 else []), len(jobs)
 
     def _moved(self, job: Job, new_path: Optional[Path]) -> None:
         """Record where stemd moved the input; a link file's other jobs follow it (a retry
