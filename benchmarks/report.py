@@ -34,18 +34,20 @@ def _machine(machine: dict[str, str], args: dict[str, Any]) -> str:
 def _sweep(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
-    torch_system = [r["ms"] for r in rows if r["backend"] == "torch" and r["malloc"] == "system"]
+    torch_system = [r["ms"] for r in rows if r["backend"] == "torch" and r["malloc"] == "system"
+                    and r.get("precision", "fp32") == "fp32"]
     base = torch_system[0] if torch_system else None
     lines = ["### Backend settings: one segment of the training length "
              "(1 x 2 x 343,980 for htdemucs), fresh process each",
              "", "Median of the timed passes after a first one; peak RSS of the whole process "
              "(model load and, for ONNX Runtime, the check against torch included).", "",
-             "| backend | malloc | ORT arena | ORT mem pattern | ms per segment | vs torch "
-             "glibc | first pass | peak RSS |", "|---|---|---|---|---|---|---|---|"]
+             "| backend | precision | malloc | ORT arena | ORT mem pattern | ms per segment | "
+             "vs torch glibc | first pass | peak RSS |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ort = r["backend"] == "onnxruntime"
         vs = f"{r['ms'] / base:.2f}" if base else "-"
-        lines.append(f"| {r['backend']} | {r['malloc']} | {_yes(r['arena']) if ort else '-'} | "
+        lines.append(f"| {r['backend']} | {r.get('precision', 'fp32')} | {r['malloc']} | "
+                     f"{_yes(r['arena']) if ort else '-'} | "
                      f"{_yes(r['pattern']) if ort else '-'} | {r['ms']:.0f} | {vs} | "
                      f"{r['first_ms']:.0f} | {r['peak_rss'] / GB:.2f} GB |")
     return "\n".join(lines) + "\n"
@@ -150,8 +152,12 @@ def _daemon_summary(batch: list[dict[str, Any]], cli_walls: list[float]) -> list
 def _precision(precision: list[dict[str, Any]]) -> str:
     if not precision:
         return ""
-    lines = ["### Precision (60 s track, SDR of the stems against fp32 without TF32)", "",
-             "| mode | wall | median SDR vs fp32 |", "|---|---|---|"]
+    first = precision[0]
+    lines = [f"### Precision (one 60 s track, no random shifts, stems against {first['mode']})",
+             "", "| mode | ran at | wall | vs " + first["mode"] + " | median SDR of the stems |",
+             "|---|---|---|---|---|"]
     for p in precision:
-        lines.append(f"| {p['mode']} | {p['wall']:.1f} s | {p['sdr']:.1f} dB |")
+        sdr = f"{p['sdr']:.1f} dB" if "sdr" in p else "-"
+        lines.append(f"| {p['mode']} | {p.get('ran', '-')} | {p['wall']:.1f} s | "
+                     f"{p['wall'] / first['wall']:.2f}x | {sdr} |")
     return "\n".join(lines) + "\n"

@@ -57,7 +57,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         _length_row(setup, seconds, best)
     if args.batch_tracks:
         _batch_rows(setup)
-    if args.device.startswith("cuda"):
+    if args.precision:
         _precision_rows(setup)
     print(_write(setup))
 
@@ -70,8 +70,9 @@ def _write(setup: Setup) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--backends", default="torch,onnxruntime",
-                        help="stemd's engine backends to compare with the CLI, comma-separated")
+    parser.add_argument("--backends", default="torch:fp32,torch:bf16,onnxruntime",
+                        help="stemd's engine backends to compare with the CLI, comma-separated, "
+                             "each BACKEND[:PRECISION] (precision fp32 unless given)")
     parser.add_argument("--compare", default="3x30,1x300",
                         help="track sets of the comparison: COUNTxSECONDS, comma-separated")
     parser.add_argument("--compare-repeat", default="2,1",
@@ -91,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="processes x threads to try on the many-files run, e.g. 1x2,2x1 "
                              "(default: 1xN and Nx1 for N cores)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-precision", dest="precision", action="store_false",
+                        help="skip the precision run (each mode's stems against fp32's)")
     parser.add_argument("--quick", action="store_true", help="tiny model, short tracks")
     parser.add_argument("--no-cli", action="store_true", help="skip the demucs CLI")
     parser.add_argument("--repeat", type=int, default=2,
@@ -128,9 +131,12 @@ def _prepare(args: argparse.Namespace) -> Setup:
 
 def _engine_cmd(setup: Setup, files: list[Path], threads: int, out: Path,
                 extra: tuple[str, ...] = (), backend: str = "torch") -> list[str]:
+    """``backend`` is BACKEND[:PRECISION] (``--backends``)."""
+    name, _, precision = backend.partition(":")
     return [sys.executable, "-m", "benchmarks.worker", "--repo", str(setup.repo),
             "--model", MODEL, "--out", str(out), "--threads", str(threads),
-            "--device", setup.args.device, "--backend", backend,
+            "--device", setup.args.device, "--backend", name,
+            "--precision", precision or "fp32",
             "--export-dir", str(setup.folder / "exports"), *extra, *map(str, files)]
 
 
@@ -166,16 +172,17 @@ def _warm_exports(setup: Setup) -> None:
     """Export each backend's network before the timed runs (once per model, then cached)."""
     track = write_track(setup.folder / "warm.wav", 1.0, seed=1)
     for backend in _backends(setup):
-        if backend != "torch":
+        if not backend.startswith("torch"):
             _engine_run(setup, [track], backend, setup.folder / "warm")
 
 
 def _engine_run(setup: Setup, files: list[Path], backend: str, out: Path) -> Measured:
+    name = backend.partition(":")[0]
     result = _checked(measure(_engine_cmd(setup, files, setup.threads, out, backend=backend),
-                              _stemd_env(setup, backend)), f"stemd ({backend})")
+                              _stemd_env(setup, name)), f"stemd ({backend})")
     loaded = next(json.loads(x) for x in result.stdout.splitlines() if '"loaded"' in x)
-    if loaded["backend"] != backend:
-        raise SystemExit(f"stemd ran on {loaded['backend']} instead of {backend}")
+    if loaded["backend"] != name:
+        raise SystemExit(f"stemd ran on {loaded['backend']} instead of {name}")
     return result
 
 
@@ -188,13 +195,26 @@ def _compare_rows(setup: Setup) -> None:
                  for i in range(int(count))]
         label = f"{int(count)} x {seconds:g} s"
         for round_ in range(repeats[min(index, len(repeats) - 1)]):
-            if not setup.args.no_cli:
-                cli = _checked(measure(_cli_cmd(setup, files, setup.folder / "cli-set"),
-                                       _cli_env(setup)), "demucs")
-                _add_compare(setup, label, "demucs CLI", round_, cli, seconds * count)
-            for backend in _backends(setup):
-                run = _engine_run(setup, files, backend, setup.folder / f"stemd-{backend}")
-                _add_compare(setup, label, f"stemd {backend}", round_, run, seconds * count)
+            _compare_round(setup, files, label, round_, seconds * count)
+
+
+def _compare_round(setup: Setup, files: list[Path], label: str, round_: int,
+                   audio: float) -> None:
+    cli_out = setup.folder / "cli-set"
+    if not setup.args.no_cli:
+        cli = _checked(measure(_cli_cmd(setup, files, cli_out), _cli_env(setup)), "demucs")
+        _add_compare(setup, label, "demucs CLI", round_, cli, audio)
+    for backend in _backends(setup):
+        out = setup.folder / f"stemd-{backend.replace(':', '-')}"
+        run = _engine_run(setup, files, backend, out)
+        _add_compare(setup, label, f"stemd {_engine_label(backend, run)}", round_, run, audio)
+
+
+def _engine_label(backend: str, run: Measured) -> str:
+    """``torch bf16``: the backend and the precision the worker reports it ran at."""
+    done = [json.loads(x) for x in run.stdout.splitlines() if '"done"' in x]
+    precision = done[0].get("precision", "fp32") if done else "fp32"
+    return f"{backend.partition(':')[0]} {precision}"
 
 
 def _add_compare(setup: Setup, label: str, engine: str, round_: int, run: Measured,
@@ -210,14 +230,18 @@ def _add_compare(setup: Setup, label: str, engine: str, round_: int, run: Measur
 
 
 def _best_backend(setup: Setup) -> str:
-    """The backend with the lowest median wall time on the last (longest) track set."""
+    """The backend spec with the lowest median wall time on the last (longest) track set."""
     if not setup.compare:
         return _backends(setup)[0]
-    last = setup.compare[-1]["set"]
-    walls = {b: statistics.median([r["wall"] for r in setup.compare
-                                   if r["set"] == last and r["engine"] == f"stemd {b}"])
-             for b in _backends(setup)}
-    return min(walls, key=walls.__getitem__)
+    last = [r for r in setup.compare if r["set"] == setup.compare[-1]["set"]]
+    walls = {}
+    for backend in _backends(setup):
+        name, _, precision = backend.partition(":")
+        mine = [r["wall"] for r in last
+                if r["engine"] == f"stemd {name} {precision or 'fp32'}"]
+        if mine:
+            walls[backend] = statistics.median(mine)
+    return min(walls, key=walls.__getitem__) if walls else _backends(setup)[0]
 
 
 def _length_row(setup: Setup, seconds: float, backend: str) -> None:
@@ -297,25 +321,37 @@ def _batch_layout(setup: Setup, files: list[Path], procs: int, threads: int) -> 
             "rss": max(r.peak_rss for r in results)}
 
 
+PRECISIONS = {"cpu": [("fp32", ()), ("bf16", ("--precision", "bf16"))],
+              "cuda": [("fp32 (TF32 off)", ("--no-tf32",)), ("fp32 + TF32", ()),
+                       ("bf16", ("--precision", "bf16")), ("fp16", ("--precision", "fp16"))]}
+
+
 def _precision_rows(setup: Setup) -> None:
+    """Each precision on one 60 s track without random shifts (so only the precision
+    differs), float wav: wall time and the median SDR of its stems against the first's."""
     track = write_track(setup.folder / "precision.wav", 60.0, seed=7)
     stems: dict[str, Path] = {}
-    for name, extra in [("fp32 (TF32 off)", ("--no-tf32",)), ("fp32 + TF32", ()),
-                        ("bf16", ("--precision", "bf16")), ("fp16", ("--precision", "fp16"))]:
+    for name, extra in PRECISIONS["cuda" if setup.args.device.startswith("cuda") else "cpu"]:
         out = setup.folder / f"prec-{len(stems)}"
-        result = _checked(measure(_engine_cmd(setup, [track], setup.threads, out,
-                                              ("--float32", *extra)), _stemd_env(setup)), name)
+        cmd = _engine_cmd(setup, [track], setup.threads, out, ("--float32", "--shifts", "0"))
+        result = _checked(measure(cmd + list(extra), _stemd_env(setup)), name)
         stems[name] = out / track.stem
-        setup.precision.append({"mode": name, "wall": result.wall})
-    reference = stems["fp32 (TF32 off)"]
+        setup.precision.append({"mode": name, "wall": result.wall,
+                                "ran": _engine_label("torch", result).split()[-1]})
+        _write(setup)
+    reference = stems[next(iter(stems))]
     for row in setup.precision:
         row["sdr"] = _median_sdr(reference, stems[row["mode"]])
 
 
 def _median_sdr(reference: Path, estimate: Path) -> float:
+    """The median over the stems of ``estimate``'s SDR against ``reference``'s (dB)."""
     from tests.engine.audio import read_wav, sdr
-    values = [sdr(read_wav(ref), read_wav(estimate / ref.name))
-              for ref in sorted(reference.glob("*.wav"))]
+    values = []
+    for ref in sorted(reference.glob("*.wav")):
+        theirs, ours = read_wav(ref), read_wav(estimate / ref.name)
+        frames = min(theirs.shape[-1], ours.shape[-1])
+        values.append(sdr(theirs[..., :frames], ours[..., :frames]))
     return statistics.median(values)
 
 

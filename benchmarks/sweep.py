@@ -22,13 +22,14 @@ from stemd.worker.allocator import find_jemalloc, find_tcmalloc
 
 JEMALLOC = str(find_jemalloc() or "jemalloc-not-installed")
 TCMALLOC = str(find_tcmalloc() or "tcmalloc-not-installed")
-# (backend, allocator, ORT arena, ORT memory pattern)
-VARIANTS: list[tuple[str, str, bool, bool]] = [
-    ("torch", "system", False, False), ("torch", TCMALLOC, False, False),
-    ("torch", JEMALLOC, False, False),
-    ("onnxruntime", "system", False, True), ("onnxruntime", TCMALLOC, False, True),
-    ("onnxruntime", JEMALLOC, False, True), ("onnxruntime", JEMALLOC, True, True),
-    ("onnxruntime", JEMALLOC, False, False),
+# (backend, allocator, ORT arena, ORT memory pattern, precision)
+VARIANTS: list[tuple[str, str, bool, bool, str]] = [
+    ("torch", "system", False, False, "fp32"), ("torch", TCMALLOC, False, False, "fp32"),
+    ("torch", JEMALLOC, False, False, "fp32"),
+    ("torch", TCMALLOC, False, False, "bf16"), ("torch", JEMALLOC, False, False, "bf16"),
+    ("onnxruntime", "system", False, True, "fp32"), ("onnxruntime", TCMALLOC, False, True, "fp32"),
+    ("onnxruntime", JEMALLOC, False, True, "fp32"), ("onnxruntime", JEMALLOC, True, True, "fp32"),
+    ("onnxruntime", JEMALLOC, False, False, "fp32"),
 ]
 
 
@@ -36,20 +37,22 @@ def sweep(repo: Path, model: str, cache: Path, threads: int, segments: int,
           env_for: Any) -> list[dict[str, Any]]:
     """Run every variant in its own process; ``env_for(allocator)`` gives its environment."""
     rows = []
-    for backend, malloc, arena, pattern in VARIANTS:
+    for backend, malloc, arena, pattern, precision in VARIANTS:
         if not Path(malloc).exists() and malloc != "system":
             continue
         cmd = [sys.executable, "-m", "benchmarks.sweep", "--child", "--repo", str(repo),
                "--model", model, "--cache", str(cache), "--threads", str(threads),
                "--segments", str(segments), "--backend", backend,
-               "--arena", str(int(arena)), "--pattern", str(int(pattern))]
+               "--arena", str(int(arena)), "--pattern", str(int(pattern)),
+               "--precision", precision]
         result = measure(cmd, env_for(malloc))
         lines = [json.loads(x) for x in result.stdout.splitlines() if x.startswith("{")]
         if result.returncode != 0 or not lines:
             print(f"sweep variant {backend} {malloc} failed", file=sys.stderr)
             continue
         row = {**lines[-1], "allocator": Path(malloc).name.split(".")[0].replace("lib", ""),
-               "arena": arena, "pattern": pattern, "peak_rss": result.peak_rss}
+               "arena": arena, "pattern": pattern, "peak_rss": result.peak_rss,
+               "precision": precision}
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
@@ -74,7 +77,8 @@ def _child(args: argparse.Namespace) -> None:
     mix = 0.1 * torch.randn(1, loaded.audio_channels, training_length(loaded.members[0]),
                             generator=torch.Generator().manual_seed(0))
     times = []
-    with torch.inference_mode():
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    with torch.inference_mode(), autocast:
         for _ in range(args.segments + 1):
             started = time.perf_counter()
             forward(mix)
@@ -95,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", default="torch")
     parser.add_argument("--arena", type=int, default=0)
     parser.add_argument("--pattern", type=int, default=1)
+    parser.add_argument("--precision", default="fp32", help="fp32, or bf16 (torch only)")
     return parser
 
 

@@ -24,7 +24,7 @@ def main() -> None:
     print(json.dumps({"event": "loaded", "seconds": time.perf_counter() - began,
                       "backend": model.backend, "malloc": in_use()}), flush=True)
     fmt = OutputFormat(wav_depth="float32") if args.float32 else OutputFormat()
-    opts = SeparationOptions(model=args.model, precision=args.precision,
+    opts = SeparationOptions(model=args.model, precision=args.precision, shifts=args.shifts,
                              batch_size=args.batch_size, format=fmt, tf32=not args.no_tf32)
     for path in args.files:
         out = args.out / path.stem
@@ -34,7 +34,8 @@ def main() -> None:
                           args.out / f".work-{path.stem}")
         vram = (torch.cuda.max_memory_allocated() if args.device.startswith("cuda") else 0)
         print(json.dumps({"event": "done", "file": str(path), "timings": result.timings,
-                          "frames": result.frames, "vram": vram}), flush=True)
+                          "frames": result.frames, "vram": vram,
+                          "precision": result.precision}), flush=True)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,8 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--precision", default="fp32", help="auto, fp32, bf16, fp16")
     parser.add_argument("--no-tf32", action="store_true")
+    parser.add_argument("--shifts", type=int, default=1, help="random shifts (0: none)")
     parser.add_argument("--batch-size", type=int, default=0)
     parser.add_argument("--float32", action="store_true")
     parser.add_argument("--backend", default="torch", help="engine.backend: auto, torch, onnxruntime")

@@ -170,7 +170,7 @@ class ProfileConfig(_Section):
     overlap: float = Field(0.25, ge=0.0, lt=1.0)
     segment: Optional[float] = Field(None, gt=0)
     device: Literal["auto", "gpu", "cpu"] = "auto"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     batch_size: int = Field(0, ge=0)
     format: Literal["wav", "flac", "mp3"] = "wav"
     wav_depth: Literal["int16", "int24", "float32"] = "int16"

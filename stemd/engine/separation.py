@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Callable, Optional
@@ -10,7 +11,8 @@ from typing import Callable, Optional
 import torch
 
 from stemd.errors import DeviceError, EngineError, InvalidOption, OutOfMemory, StemdError
-from stemd.engine.device import CPU_FALLBACK_HINT, Runner, auto_batch_size, is_device_error, is_out_of_memory
+from stemd.engine.device import (CPU_FALLBACK_HINT, Runner, auto_batch_size, effective_precision,
+                                 is_device_error, is_out_of_memory)
 from stemd.engine.analysis import Metering
 from stemd.engine.encoders import disk_full, is_disk_full, open_encoder
 from stemd.engine.mixfile import PreparedMix, prepare_mix
@@ -66,6 +68,8 @@ def _separate_mix(model: LoadedModel, mix: PreparedMix, opts: SeparationOptions,
                   out_dir: Path, filename: Callable[[str], str], progress: ProgressFn,
                   workdir: Path, began: float) -> SeparationResult:
     layout = stem_layout(model.sources, opts.two_stems, opts.other_method)
+    opts = replace(opts, precision=effective_precision(model.device, opts.precision,
+                                                       model.backend))
     pump = _open_sinks(layout, mix, opts, out_dir, filename, workdir)
     try:
         with RawReader(mix.path, mix.channels) as reader:
@@ -87,7 +91,7 @@ def _separate_mix(model: LoadedModel, mix: PreparedMix, opts: SeparationOptions,
     return SeparationResult(
         stems, model.samplerate, model.audio_channels, mix.frames, mix.info, model.device,
         timings, tuple(model.sources), members, analysis, pump.quality_estimate(), skipped,
-        provenance=provenance(model), backend=model.backend)
+        provenance=provenance(model), backend=model.backend, precision=opts.precision)
 
 
 def _skip_silent(stems: dict[str, Path], analysis: dict[str, StemAnalysis]) -> tuple[str, ...]:

@@ -33,7 +33,7 @@ class SeparationOptions:
     overlap: float = 0.25
     segment: Optional[float] = None            # seconds; None = the model's own
     clip: Literal["rescale", "clamp", "none"] = "rescale"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"   # autocast on CUDA only
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"   # device.effective_precision
     batch_size: int = 0                        # segments per forward pass; 0 = auto
     tf32: bool = True                          # TF32 matmuls/convolutions on CUDA
     format: OutputFormat = field(default_factory=OutputFormat)
@@ -113,6 +113,7 @@ class SeparationResult:
     title: Optional[str] = None                # a downloaded input's title (link jobs)
     provenance: dict[str, str] = field(default_factory=dict)  # demucs, torch, model_sha256
     backend: str = "torch"                     # what ran the model: torch | onnxruntime
+    precision: str = "fp32"                    # what it ran at: fp32 | bf16 | fp16
 
     def manifest_stems(self) -> dict[str, dict[str, object]]:
         """The manifest's ``stems``: each stem's file, whether it was published, its levels."""

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from audio import info, make_track
 
+from stemd.engine.device import cpu_has_bf16
+
 STEMS = ("drums", "bass", "other", "vocals")
 
 
@@ -48,6 +50,9 @@ def test_dropped_files_become_stems(make_daemon, tmp_path: Path) -> None:
         assert len(manifest["input"]["sha256"]) == 64
         assert manifest["model"] == "tiny" and manifest["options"]["shifts"] == 1
         assert set(manifest["stems"]) == set(STEMS)
+        # precision "auto": bf16 where the CPU computes it natively
+        assert manifest["precision"] == ("bf16" if cpu_has_bf16() else "fp32")
+        assert manifest["backend"] == "torch"
         for stem in STEMS:
             stem_info = info(track / f"{stem}.wav")
             assert stem_info["sample_rate"] == 44100          # the model's rate
