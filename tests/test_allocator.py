@@ -35,27 +35,6 @@ def test_auto_preloads_the_backends_best_malloc_for_processes_started_afterwards
     assert "LD_PRELOAD" not in env                 # either malloc is taken out again
 
 
-DECAY = """import ctypes
-value = ctypes.c_ssize_t(0); size = ctypes.c_size_t(ctypes.sizeof(value))
-libc = ctypes.CDLL(None)
-libc.mallctl(b"opt.dirty_decay_ms", ctypes.byref(value), ctypes.byref(size), None, 0)
-print(value.value)"""
-
-
-@pytest.mark.skipif(allocator.find_jemalloc() is None, reason="jemalloc is not installed")
-def test_a_jemalloc_worker_keeps_freed_pages_until_it_purges_them():
-    env = {"PATH": "/usr/bin:/bin"}
-    allocator.preload(str(allocator.find_jemalloc()), env)
-    child = subprocess.run([sys.executable, "-c", DECAY], env=env, capture_output=True,
-                           text=True, check=True)
-    assert child.stdout.strip() == "-1"            # no decay: no refaults every pass
-    allocator.preload("system", env)
-    assert "MALLOC_CONF" not in env and "LD_PRELOAD" not in env
-    env = {"MALLOC_CONF": "dirty_decay_ms:5000"}   # the user's own setting is kept
-    allocator.preload(str(allocator.find_jemalloc()), env)
-    assert env["MALLOC_CONF"] == "dirty_decay_ms:5000"
-
-
 @pytest.mark.skipif(TCMALLOC is None, reason="tcmalloc is not installed")
 def test_system_removes_a_preloaded_tcmalloc_and_keeps_other_preloads():
     env = {"LD_PRELOAD": f"{TCMALLOC} /opt/other/libfoo.so"}

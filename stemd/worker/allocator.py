@@ -31,10 +31,6 @@ PREFERRED = {"torch": ("tcmalloc", "jemalloc"), "onnxruntime": ("jemalloc", "tcm
 LIB_DIRS = ("/usr/lib", "/usr/lib64", "/usr/local/lib", "/lib", "/lib64")
 # tcmalloc prints a line for every allocation above this; a long track's spools are not news.
 QUIET = {"TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": str(1 << 40)}
-# jemalloc's default decay hands freed pages back within seconds and every forward pass
-# faults them in again (7 M minor faults for 4 full-size passes against 0.16 M without
-# decay: docs/benchmarks.md); the worker purges after each job instead (trim_heap).
-JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
 
 
 def find_tcmalloc() -> Optional[Path]:
@@ -86,13 +82,9 @@ def preload(setting: str, environ: MutableMapping[str, str] = os.environ,
     (for ``auto``, the best for the engine ``backend`` the workers will run)."""
     library = resolve(setting, backend)
     kept = [p for p in environ.get("LD_PRELOAD", "").split() if not _is_malloc(p)]
-    if environ.get("MALLOC_CONF") == JEMALLOC_CONF:
-        del environ["MALLOC_CONF"]
     if library is not None:
         kept.insert(0, str(library))
         environ.update(QUIET)
-        if "jemalloc" in library.name:
-            environ.setdefault("MALLOC_CONF", JEMALLOC_CONF)   # a user's own setting wins
     if kept:
         environ["LD_PRELOAD"] = " ".join(kept)
     else:
