@@ -193,3 +193,18 @@ def test_residual_is_left_out_when_stems_sum_to_the_mix_by_design(tmp_path: Path
     _, quality = run_sinks(tmp_path, stems, mix=mix, sums_to_mix=False)
     assert quality.residual_db is None
     assert quality.leakage["vocals"] == quality.leakage["no_vocals"] < 0.05
+
+
+def test_true_peak_equals_the_oversampling_filter_applied_whole() -> None:
+    """Chunk by chunk, the true peak is the filter of BS.1770-4 Annex 2 run over the whole
+    signal (all four phases, both channels)."""
+    from stemd.engine.analysis import TruePeak
+    signal = np.random.default_rng(3).standard_normal((2, 50_000)).astype(np.float32) * 0.3
+    signal[1, 31_337] = 0.99                     # a lone spike: its ringing is the peak
+    meter = TruePeak(2)
+    for start in range(0, signal.shape[1], 7_919):
+        meter.add(signal[:, start:start + 7_919])
+    padded = np.concatenate([np.zeros((2, TruePeak.TAPS - 1), np.float32), signal], axis=1)
+    whole = max(float(np.abs(np.convolve(row, phase, "valid")).max())
+                for row in padded for phase in TruePeak.PHASES)
+    assert meter.peak == pytest.approx(whole, rel=1e-6)
