@@ -111,7 +111,7 @@ class TruePeak:
 
     Each phase's 12 taps are applied as 12 vectorized multiply-adds over the whole chunk
     (float32, no BLAS threads): ``np.convolve`` made a dot-product call per output sample
-    and, measured on a 5-minute track, cost 16 s of CPU beside the model (docs/analysis.md).
+    and cost 16 s of CPU beside the model on a 5-minute track (docs/analysis.md, "Cost").
     """
 
     PHASES = _TRUE_PEAK_PHASES.astype(np.float32)     # the samples are float32 already
