@@ -207,20 +207,20 @@ def _compare_round(setup: Setup, files: list[Path], label: str, round_: int,
     for backend in _backends(setup):
         out = setup.folder / f"stemd-{backend.replace(':', '-')}"
         run = _engine_run(setup, files, backend, out)
-        _add_compare(setup, label, f"stemd {_engine_label(backend, run)}", round_, run, audio)
+        engine = f"stemd {backend.partition(':')[0]} {_ran_at(run)}"
+        _add_compare(setup, label, engine, round_, run, audio, spec=backend)
 
 
-def _engine_label(backend: str, run: Measured) -> str:
-    """``torch bf16``: the backend and the precision the worker reports it ran at."""
+def _ran_at(run: Measured) -> str:
+    """The precision the worker reports it ran at (``fp32``, ``bf16``, ...)."""
     done = [json.loads(x) for x in run.stdout.splitlines() if '"done"' in x]
-    precision = done[0].get("precision", "fp32") if done else "fp32"
-    return f"{backend.partition(':')[0]} {precision}"
+    return done[0].get("precision", "fp32") if done else "fp32"
 
 
 def _add_compare(setup: Setup, label: str, engine: str, round_: int, run: Measured,
-                 audio: float) -> None:
+                 audio: float, spec: Optional[str] = None) -> None:
     loaded = [json.loads(x) for x in run.stdout.splitlines() if '"loaded"' in x]
-    row = {"set": label, "engine": engine, "round": round_, "wall": run.wall,
+    row = {"set": label, "engine": engine, "spec": spec, "round": round_, "wall": run.wall,
            "rss": run.peak_rss, "audio": audio,
            "malloc": loaded[0]["malloc"] if loaded else setup.args.cli_allocator,
            "load": loaded[0]["seconds"] if loaded else None}
@@ -231,16 +231,9 @@ def _add_compare(setup: Setup, label: str, engine: str, round_: int, run: Measur
 
 def _best_backend(setup: Setup) -> str:
     """The backend spec with the lowest median wall time on the last (longest) track set."""
-    if not setup.compare:
-        return _backends(setup)[0]
-    last = [r for r in setup.compare if r["set"] == setup.compare[-1]["set"]]
-    walls = {}
-    for backend in _backends(setup):
-        name, _, precision = backend.partition(":")
-        mine = [r["wall"] for r in last
-                if r["engine"] == f"stemd {name} {precision or 'fp32'}"]
-        if mine:
-            walls[backend] = statistics.median(mine)
+    last = [r for r in setup.compare if setup.compare and r["set"] == setup.compare[-1]["set"]]
+    walls = {spec: statistics.median(r["wall"] for r in last if r["spec"] == spec)
+             for spec in dict.fromkeys(r["spec"] for r in last if r["spec"])}
     return min(walls, key=walls.__getitem__) if walls else _backends(setup)[0]
 
 
@@ -337,7 +330,7 @@ def _precision_rows(setup: Setup) -> None:
         result = _checked(measure(cmd + list(extra), _stemd_env(setup)), name)
         stems[name] = out / track.stem
         setup.precision.append({"mode": name, "wall": result.wall,
-                                "ran": _engine_label("torch", result).split()[-1]})
+                                "ran": _ran_at(result)})
         _write(setup)
     reference = stems[next(iter(stems))]
     for row in setup.precision:

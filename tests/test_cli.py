@@ -123,6 +123,16 @@ def test_doctor_passes_with_a_local_model_repo(config: Path) -> None:
     assert ("in bf16" in precision) == cpu_has_bf16(), precision
 
 
+def test_doctor_says_onnx_runtime_slots_run_fp32_whatever_the_cpu(tmp_path: Path, model_repo: Path) -> None:
+    from stemd.cli.doctor import run_doctor
+    from stemd.config import load_config
+    cfg = base_config(tmp_path, model_repo, profiles={"default": {"model": "tiny"}})
+    cfg["engine"] = {"backend": "onnxruntime"}
+    checks = run_doctor(load_config(write_config(tmp_path / "stemd.toml", cfg)))
+    precision = next(c for c in checks if c.name == "precision")
+    assert "in bf16" not in precision.detail and "fp32" in precision.detail
+
+
 def test_models_list_shows_repo_models_and_pretrained_names(config: Path) -> None:
     result = stemd(config, "models", "list")
     assert result.returncode == 0

@@ -108,20 +108,23 @@ def _backend(config: Config) -> Check:
 
 
 def _precision(config: Config) -> Check:
-    """What the profiles' ``precision`` means on this machine's CPU slots."""
-    from stemd.engine.device import cpu_has_bf16
+    """What the profiles' ``precision`` means on this machine's CPU slots (the engine's own
+    rule, ``effective_precision``, for the backend they run)."""
+    from stemd.engine.backends import expected_backend
+    from stemd.engine.device import cpu_has_bf16, effective_precision
+    backend = expected_backend(config.engine.backend, "cpu")
     bf16 = sorted(name for name, profile in config.profiles.items()
-                  if profile.precision in ("auto", "bf16"))
+                  if effective_precision("cpu", profile.precision, backend) == "bf16")
+    if bf16:
+        return Check("precision", True, f"this CPU computes bf16 natively: CPU slots run "
+                     f"profile(s) {', '.join(bf16)} in bf16 (about 0.7x fp32's time, stems about "
+                     "50 dB from fp32's); set precision = \"fp32\" in a profile for stems as "
+                     "the demucs CLI computes them")
     if not cpu_has_bf16():
         return Check("precision", True, "this CPU has no native bf16 (AVX512-BF16 or AMX): "
                      "CPU slots run every profile in fp32")
-    if not bf16:
-        return Check("precision", True, "this CPU computes bf16 natively, but every profile "
-                     "asks for fp32 (precision = \"auto\" runs bf16 here, about 0.7x the time)")
-    return Check("precision", True, f"this CPU computes bf16 natively: CPU slots run profile(s) "
-                 f"{', '.join(bf16)} in bf16 (about 0.7x fp32's time, stems about 50 dB from "
-                 "fp32's); set precision = \"fp32\" in a profile for stems as the demucs CLI "
-                 "computes them")
+    return Check("precision", True, f"CPU slots run every profile in fp32 ({backend}; "
+                 "precision = \"auto\" with the torch backend runs bf16 on this CPU)")
 
 
 def _models(config: Config) -> Iterator[Check]:
