@@ -12,9 +12,10 @@ GB = 1e9
 def write_report(path: Path, machine: dict[str, str], rows: list[dict[str, Any]],
                  batch: list[dict[str, Any]], precision: list[dict[str, Any]],
                  args: dict[str, Any], compare: list[dict[str, Any]] = (),  # type: ignore[assignment]
-                 sweep: list[dict[str, Any]] = ()) -> str:  # type: ignore[assignment]
+                 sweep: list[dict[str, Any]] = (),  # type: ignore[assignment]
+                 gpu: list[dict[str, Any]] = ()) -> str:  # type: ignore[assignment]
     parts = [_machine(machine, args), _sweep(list(sweep)), _compare(list(compare)),
-             _lengths(rows), _batch(batch), _precision(precision)]
+             _lengths(rows), _batch(batch), _gpu_batches(list(gpu)), _precision(precision)]
     text = "\n".join(p for p in parts if p)
     path.parent.mkdir(parents=True, exist_ok=True)
     marker = "<!-- results -->"
@@ -149,15 +150,51 @@ def _daemon_summary(batch: list[dict[str, Any]], cli_walls: list[float]) -> list
             f"(median {statistics.median(per_round):.2f}x)."]
 
 
+def _gpu_batches(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    lines = [f"### Batch size on the GPU (one {rows[0]['audio']:g} s track per process)", "",
+             "\"decode\" runs before the model; \"separate\" is the model phase, with the "
+             "stems encoded as it goes; \"encode\" is what is left to encode after it. "
+             "\"GPU busy\" is NVML's utilization averaged over the whole file.", "",
+             "| precision | batch | wall | decode | separate | encode | GPU busy | "
+             "peak VRAM | peak RSS |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['precision']} | {r['batch']} | {r['wall']:.1f} s | "
+                     f"{_secs(r, 'decode')} | {_secs(r, 'separate')} | {_secs(r, 'encode')} | "
+                     f"{_busy(r)} | {_opt(r, 'vram', '{:.2f} GB', GB)} | "
+                     f"{_opt(r, 'rss', '{:.2f} GB', GB)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _secs(row: dict[str, Any], key: str) -> str:
+    return f"{row[key]:.2f} s" if row.get(key) is not None else "-"
+
+
+def _busy(row: dict[str, Any]) -> str:
+    return f"{row['gpu_busy'] * 100:.0f} %" if row.get("gpu_busy") is not None else "-"
+
+
 def _precision(precision: list[dict[str, Any]]) -> str:
     if not precision:
         return ""
     first = precision[0]
-    lines = [f"### Precision (one 60 s track, no random shifts, stems against {first['mode']})",
-             "", "| mode | ran at | wall | vs " + first["mode"] + " | median SDR of the stems |",
-             "|---|---|---|---|---|"]
+    names = list(first.get("stems", {}))
+    lines = [f"### Precision (one track, no random shifts, stems against {first['mode']})",
+             "", "| mode | ran at | wall | separate | vs " + first["mode"] + " (separate) | "
+             "GPU busy | peak VRAM | median SDR | " + " | ".join(names) + " |",
+             "|---|---|---|---|---|---|---|---|" + "---|" * len(names)]
     for p in precision:
         sdr = f"{p['sdr']:.1f} dB" if "sdr" in p else "-"
+        per_stem = " | ".join(f"{p['stems'][n]:.1f}" if n in p.get("stems", {}) else "-"
+                              for n in names)
+        ratio = (f"{p['separate'] / first['separate']:.2f}x"
+                 if p.get("separate") and first.get("separate") else "-")
         lines.append(f"| {p['mode']} | {p.get('ran', '-')} | {p['wall']:.1f} s | "
-                     f"{p['wall'] / first['wall']:.2f}x | {sdr} |")
+                     f"{_secs(p, 'separate')} | {ratio} | {_busy(p)} | "
+                     f"{_vram_of(p)} | {sdr} | {per_stem} |")
     return "\n".join(lines) + "\n"
+
+
+def _vram_of(row: dict[str, Any]) -> str:
+    return f"{row['vram'] / GB:.2f} GB" if row.get("vram") else "-"

@@ -40,6 +40,7 @@ class Setup:
     sweep: list[dict[str, Any]] = field(default_factory=list)
     batch: list[dict[str, Any]] = field(default_factory=list)
     precision: list[dict[str, Any]] = field(default_factory=list)
+    gpu: list[dict[str, Any]] = field(default_factory=list)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -51,12 +52,15 @@ def main(argv: Optional[list[str]] = None) -> None:
                             args.sweep_segments, _env)
         _write(setup)
     _warm_exports(setup)
-    _compare_rows(setup)
+    if args.compare:
+        _compare_rows(setup)
     best = _best_backend(setup)
     for seconds in args.lengths:
         _length_row(setup, seconds, best)
     if args.batch_tracks:
         _batch_rows(setup)
+    if args.device.startswith("cuda") and args.gpu_batches:
+        _gpu_batch_rows(setup)
     if args.precision:
         _precision_rows(setup)
     print(_write(setup))
@@ -65,7 +69,8 @@ def main(argv: Optional[list[str]] = None) -> None:
 def _write(setup: Setup) -> str:
     """Write the report with what has been measured so far (after every run)."""
     return write_report(setup.args.report, describe(setup.args), setup.rows, setup.batch,
-                        setup.precision, vars(setup.args), setup.compare, setup.sweep)
+                        setup.precision, vars(setup.args), setup.compare, setup.sweep,
+                        setup.gpu)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="stemd's engine backends to compare with the CLI, comma-separated, "
                              "each BACKEND[:PRECISION] (precision fp32 unless given)")
     parser.add_argument("--compare", default="3x30,1x300",
-                        help="track sets of the comparison: COUNTxSECONDS, comma-separated")
+                        help="track sets of the comparison: COUNTxSECONDS, comma-separated "
+                             "(empty: skip the comparison)")
     parser.add_argument("--compare-repeat", default="2,1",
                         help="rounds per track set (CLI and each backend alternate)")
     parser.add_argument("--no-sweep", dest="sweep", action="store_false",
@@ -94,6 +100,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-precision", dest="precision", action="store_false",
                         help="skip the precision run (each mode's stems against fp32's)")
+    parser.add_argument("--precision-seconds", type=float, default=60.0,
+                        help="length of the precision run's track")
+    parser.add_argument("--gpu-batches", default="1,2,4,8,16",
+                        help="on a CUDA device: the batch sizes (segments per forward pass) "
+                             "to time on one track of --precision-seconds; empty to skip")
+    parser.add_argument("--gpu-batch-precisions", default="fp32,bf16",
+                        help="the precisions of the batch-size run")
     parser.add_argument("--quick", action="store_true", help="tiny model, short tracks")
     parser.add_argument("--no-cli", action="store_true", help="skip the demucs CLI")
     parser.add_argument("--repeat", type=int, default=2,
@@ -105,7 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cli-allocator", default="system",
                         help="the malloc the demucs CLI runs with (as installed: system)")
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out")
-    parser.add_argument("--report", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--report", type=Path, default=None,
+                        help="where the report goes (docs/benchmarks.md; with --quick, "
+                             "benchmarks-quick.md in --work)")
     return parser
 
 
@@ -117,7 +132,9 @@ def _prepare(args: argparse.Namespace) -> Setup:
     if args.quick:
         args.lengths, args.batch_seconds = [5.0, 20.0], 10.0
         args.compare, args.compare_repeat = "2x5,1x20", "1,1"
-        args.report = args.work / "benchmarks-quick.md"
+    if args.report is None:
+        args.report = (args.work / "benchmarks-quick.md" if args.quick
+                       else ROOT / "docs" / "benchmarks.md")
     folder = args.work
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -319,33 +336,64 @@ PRECISIONS = {"cpu": [("fp32", ()), ("bf16", ("--precision", "bf16"))],
                        ("bf16", ("--precision", "bf16")), ("fp16", ("--precision", "fp16"))]}
 
 
+def _precision_track(setup: Setup) -> Path:
+    return write_track(setup.folder / "precision.wav", setup.args.precision_seconds, seed=7)
+
+
 def _precision_rows(setup: Setup) -> None:
-    """Each precision on one 60 s track without random shifts (so only the precision
-    differs), float wav: wall time and the median SDR of its stems against the first's."""
-    track = write_track(setup.folder / "precision.wav", 60.0, seed=7)
+    """Each precision on one track without random shifts (so only the precision differs),
+    float wav: times, peak VRAM and the SDR of each stem against the first mode's."""
+    track = _precision_track(setup)
     stems: dict[str, Path] = {}
     for name, extra in PRECISIONS["cuda" if setup.args.device.startswith("cuda") else "cpu"]:
         out = setup.folder / f"prec-{len(stems)}"
         cmd = _engine_cmd(setup, [track], setup.threads, out, ("--float32", "--shifts", "0"))
         result = _checked(measure(cmd + list(extra), _stemd_env(setup)), name)
         stems[name] = out / track.stem
-        setup.precision.append({"mode": name, "wall": result.wall,
-                                "ran": _ran_at(result)})
+        setup.precision.append({"mode": name, "wall": result.wall, "ran": _ran_at(result),
+                                **_done_figures(result)})
         _write(setup)
     reference = stems[next(iter(stems))]
     for row in setup.precision:
-        row["sdr"] = _median_sdr(reference, stems[row["mode"]])
+        row["stems"] = _stem_sdrs(reference, stems[row["mode"]])
+        row["sdr"] = statistics.median(row["stems"].values())
 
 
-def _median_sdr(reference: Path, estimate: Path) -> float:
-    """The median over the stems of ``estimate``'s SDR against ``reference``'s (dB)."""
+def _done_figures(run: Measured) -> dict[str, Any]:
+    """The worker's own figures for its (first) file: phase times, VRAM, GPU busy share."""
+    done = [json.loads(x) for x in run.stdout.splitlines() if '"done"' in x]
+    if not done:
+        return {}
+    return {**done[0]["timings"], "vram": done[0].get("vram", 0),
+            "gpu_busy": done[0].get("gpu_busy")}
+
+
+def _gpu_batch_rows(setup: Setup) -> None:
+    """On a CUDA GPU: each batch size on one track at fp32 and bf16 (shifts as in a job)."""
+    track = _precision_track(setup)
+    for precision in setup.args.gpu_batch_precisions.split(","):
+        for size in (int(x) for x in setup.args.gpu_batches.split(",") if x):
+            out = setup.folder / "gpu-batch"
+            cmd = _engine_cmd(setup, [track], setup.threads, out,
+                              ("--batch-size", str(size), "--precision", precision))
+            result = _checked(measure(cmd, _stemd_env(setup)), f"batch size {size}")
+            row = {"precision": precision, "batch": size, "wall": result.wall,
+                   "rss": result.peak_rss, "audio": setup.args.precision_seconds,
+                   **_done_figures(result)}
+            setup.gpu.append(row)
+            print(json.dumps(row), flush=True)
+            _write(setup)
+
+
+def _stem_sdrs(reference: Path, estimate: Path) -> dict[str, float]:
+    """Each stem's SDR (dB) of ``estimate`` against ``reference``."""
     from tests.engine.audio import read_wav, sdr
-    values = []
+    values = {}
     for ref in sorted(reference.glob("*.wav")):
         theirs, ours = read_wav(ref), read_wav(estimate / ref.name)
         frames = min(theirs.shape[-1], ours.shape[-1])
-        values.append(sdr(theirs[..., :frames], ours[..., :frames]))
-    return statistics.median(values)
+        values[ref.stem] = sdr(theirs[..., :frames], ours[..., :frames])
+    return values
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import torch
 log = logging.getLogger(__name__)
 
 CPU_MAX_BATCH = 1               # measured: batching segments is slower per segment on CPU
-GPU_MAX_BATCH = 16
+GPU_MAX_BATCH = 4               # measured on an H200: 4 beats 1, 8 and 16 (docs/benchmarks.md)
 BYTES_PER_WINDOW_SAMPLE = 3000  # peak working memory of full-size htdemucs, fp32, per sample
 MEMORY_SHARE = 0.5              # of free memory a batch may take
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -79,8 +79,9 @@ def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 
 def effective_precision(device: str, precision: str, backend: str = "torch") -> str:
     """What a job asking for ``precision`` runs at on ``device``. ``auto``: bf16 on a CPU
-    with native bf16 (measured faster, stems ~50 dB from fp32), fp32 on GPUs (bf16 there
-    is not measured yet) and elsewhere. ONNX Runtime runs fp32."""
+    with native bf16 (measured faster, stems ~50 dB from fp32), fp32 (with TF32) on CUDA
+    GPUs (measured on an H200: bf16 no faster there, fp16 slower) and elsewhere. ONNX
+    Runtime runs fp32."""
     kind = torch.device(device).type
     if backend != "torch" or kind not in ("cpu", "cuda") or precision == "fp32":
         chosen = "fp32"

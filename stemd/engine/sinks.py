@@ -26,6 +26,10 @@ from stemd.engine.types import QualityEstimate, StemAnalysis
 log = logging.getLogger(__name__)
 
 READBACK_FRAMES = 1 << 18
+# What the model may run ahead of the encoders by (~48 s at 44.1 kHz; one larger chunk is
+# always taken): a fast GPU outruns them, and a count of chunks would let a big batch's
+# chunks (~94 s each at 16 segments) pile up by the gigabyte (measured: docs/benchmarks.md).
+MAX_QUEUED_FRAMES = 1 << 21
 
 
 class DirectSink:
@@ -121,25 +125,32 @@ Chunks = tuple[dict[str, torch.Tensor], Optional[torch.Tensor]]   # stems, and t
 
 class SinkPump:
     """Feeds the sinks from a background thread so encoding overlaps the model's work;
-    with a ``Metering``, the stems are measured beside the encoders."""
+    the stems of a chunk are written side by side, and with a ``Metering`` measured beside
+    the encoders. ``put`` waits while more than ``max_frames`` wait to be written."""
 
-    def __init__(self, sinks: dict[str, "DirectSink | RescaleSink"], depth: int = 8,
+    def __init__(self, sinks: dict[str, "DirectSink | RescaleSink"],
+                 max_frames: int = MAX_QUEUED_FRAMES,
                  metering: Optional[Metering] = None) -> None:
         self.sinks = sinks
         self.metering = metering
-        self._queue: queue.Queue[Optional[Chunks]] = queue.Queue(depth)
+        self._queue: queue.Queue[Optional[Chunks]] = queue.Queue()
+        self._room = FrameBudget(max_frames)
         self._error: Optional[BaseException] = None
+        self._writers = ThreadPoolExecutor(max_workers=max(1, len(sinks)),
+                                           thread_name_prefix="stemd-write")
         self._thread = threading.Thread(target=self._loop, name="stemd-encode", daemon=True)
         self._thread.start()
 
     def put(self, chunks: dict[str, torch.Tensor], mix: Optional[torch.Tensor] = None) -> None:
         """The next finished samples of every stem (before clipping), and of the mix."""
         self._raise()
+        self._room.take(_frames(chunks))
         self._queue.put((chunks, mix))
 
     def finish(self) -> None:
         self._queue.put(None)
         self._thread.join()
+        self._writers.shutdown()
         if self.metering is not None:
             self.metering.close()
         self._raise()
@@ -158,6 +169,7 @@ class SinkPump:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
+        self._writers.shutdown()
         if self.metering is not None:
             self.metering.close(wait=False)
         for sink in self.sinks.values():
@@ -168,21 +180,52 @@ class SinkPump:
 
     def _loop(self) -> None:
         while (item := self._queue.get()) is not None:
+            chunks, mix = item
+            self._room.give(_frames(chunks))
             if self._error is not None:
                 continue
-            chunks, mix = item
             try:
                 if self.metering is not None:
                     self.metering.add({name: self.sinks[name].written(chunk)
                                        for name, chunk in chunks.items()}, chunks, mix)
-                for name, chunk in chunks.items():
-                    self.sinks[name].write(chunk)
+                self._write(chunks)
             except BaseException as exc:
                 self._error = exc
+
+    def _write(self, chunks: dict[str, torch.Tensor]) -> None:
+        """Each stem's chunk on its own thread (the encoders release the GIL); all done
+        before the next chunk, so each file gets its chunks in order."""
+        writing = [self._writers.submit(self.sinks[name].write, chunk)
+                   for name, chunk in chunks.items()]
+        for done in writing:
+            done.result()
 
     def _raise(self) -> None:
         if self._error is not None:
             raise self._error
+
+
+class FrameBudget:
+    """How many frames may wait in the queue; one chunk is always let in when none wait."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.queued = limit, 0
+        self._changed = threading.Condition()
+
+    def take(self, frames: int) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self.queued == 0
+                                   or self.queued + frames <= self.limit)
+            self.queued += frames
+
+    def give(self, frames: int) -> None:
+        with self._changed:
+            self.queued -= frames
+            self._changed.notify_all()
+
+
+def _frames(chunks: dict[str, torch.Tensor]) -> int:
+    return max((chunk.shape[-1] for chunk in chunks.values()), default=0)
 
 
 def _close_all(sinks: list["DirectSink | RescaleSink"]) -> None:

@@ -152,3 +152,42 @@ def test_a_disk_filling_up_leaves_no_stem_and_no_spool(tmp_path: Path, full: str
     assert caught.value.errno == 28              # ENOSPC
     pump.abort()
     assert not list(out.glob("*.wav")) and not list(spools.glob("*.f32"))
+
+
+def test_a_stalled_encoder_holds_back_the_model_not_the_memory(tmp_path: Path) -> None:
+    """On a fast GPU the model outruns the encoders; while an encoder is stalled (its
+    ffmpeg stopped with SIGSTOP, as on a hung network share) the pump takes in only
+    about two large chunks besides the one being written, however large the chunks a
+    big batch makes, so a long track cannot pile up in memory. Once ffmpeg goes on,
+    every chunk is written."""
+    import os
+    import signal
+    import threading
+    import time
+    from stemd.engine.sinks import MAX_QUEUED_FRAMES
+    chunk = MAX_QUEUED_FRAMES // 2
+    encoder = open_encoder(tmp_path / "s.flac", OutputFormat("flac"), RATE, 2, 5 * chunk)
+    pump = SinkPump({"s": DirectSink(encoder, "clamp")})
+    os.kill(encoder._proc.pid, signal.SIGSTOP)
+    accepted: list[int] = []
+
+    def produce() -> None:
+        for n in range(5):
+            pump.put({"s": torch.full((2, chunk), 0.01 * (n + 1))})
+            accepted.append(n)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    try:
+        producer.start()
+        time.sleep(2.0)
+        held = len(accepted)
+    finally:
+        os.kill(encoder._proc.pid, signal.SIGCONT)
+    producer.join(60)
+    pump.finish()
+    assert held == 3                       # one being written, two waiting (2 x chunk)
+    assert len(accepted) == 5
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=duration_ts",
+                          "-of", "csv=p=0", str(tmp_path / "s.flac")], capture_output=True,
+                         text=True, check=True).stdout
+    assert int(out.strip()) == 5 * chunk
