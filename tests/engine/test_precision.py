@@ -35,7 +35,7 @@ def test_native_bf16_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
     ("cpu", "fp16", "torch", "fp32"),            # fp16 is a CUDA precision
     ("cpu", "auto", "onnxruntime", "fp32"),      # ONNX Runtime runs fp32
     ("cpu", "bf16", "onnxruntime", "fp32"),
-    ("cuda:0", "auto", "torch", "fp32"),         # bf16 on a GPU is not measured yet
+    ("cuda:0", "auto", "torch", "fp32"),         # measured on an H200: bf16 no faster
     ("cuda:0", "bf16", "torch", "bf16"),
     ("cuda:0", "fp16", "torch", "fp16"),
     ("mps", "bf16", "torch", "fp32"),

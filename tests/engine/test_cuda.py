@@ -1,0 +1,52 @@
+"""The CUDA path (pinned host copies, two batches in flight, autocast) on a real GPU:
+skipped where torch sees none. The stems are checked against demucs's ``apply_model`` on
+the CPU with the same weights."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+
+from stemd.engine import load_model
+from stemd.engine.models import LoadedModel
+from stemd.engine.types import ModelSource
+
+from .audio import read_wav, sdr
+from .helpers import run_stemd, seeded_shifts
+from .reference import reference_stems
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(scope="module")
+def tiny_cuda(tiny_repo: Path) -> LoadedModel:
+    return load_model("tiny", ModelSource(repo=tiny_repo, offline=True), "cuda:0")
+
+
+def _sdrs(monkeypatch: pytest.MonkeyPatch, gpu: LoadedModel, cpu: LoadedModel, path: Path,
+          tmp: Path, **options: object) -> dict[str, float]:
+    seeded_shifts(monkeypatch, 0)
+    result = run_stemd(gpu, path, tmp, shifts=2, **options)
+    seeded_shifts(monkeypatch, 0)
+    reference = reference_stems(cpu, path, shifts=2)
+    return {name: sdr(reference[name].numpy(), read_wav(stem))
+            for name, stem in result.stems.items()}
+
+
+@pytest.mark.parametrize("batch_size", [0, 1, 3])
+def test_cuda_fp32_matches_apply_model(monkeypatch: pytest.MonkeyPatch, tiny_cuda: LoadedModel,
+                                       tiny: LoadedModel, make_wav: Callable[..., Path],
+                                       tmp_path: Path, batch_size: int) -> None:
+    values = _sdrs(monkeypatch, tiny_cuda, tiny, make_wav(6.7), tmp_path,
+                   batch_size=batch_size, tf32=False)
+    assert len(values) == 4 and min(values.values()) > 60, values
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cuda_half_precision_stays_close(monkeypatch: pytest.MonkeyPatch, tiny_cuda: LoadedModel,
+                                         tiny: LoadedModel, make_wav: Callable[..., Path],
+                                         tmp_path: Path, precision: str) -> None:
+    values = _sdrs(monkeypatch, tiny_cuda, tiny, make_wav(6.7), tmp_path, precision=precision)
+    assert min(values.values()) > 40, values
