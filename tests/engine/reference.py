@@ -14,9 +14,10 @@ from stemd.engine.models import LoadedModel
 
 def reference_stems(model: LoadedModel, path: Path, shifts: int = 1, overlap: float = 0.25,
                     segment: Optional[float] = None, seed: int = 0,
-                    two_stems: Optional[str] = None,
-                    other_method: str = "add") -> dict[str, torch.Tensor]:
-    """What ``demucs.separate`` computes for ``path`` (before clipping and encoding)."""
+                    two_stems: Optional[str] = None, other_method: str = "add",
+                    device: Optional[str] = None) -> dict[str, torch.Tensor]:
+    """What ``demucs.separate`` computes for ``path`` (before clipping and encoding), on
+    ``device`` (the model's own device is kept; the audio stays on the CPU)."""
     audio = AudioFile(path)
     wav = audio.read(streams=0)
     wav = convert_audio(wav, audio.samplerate(), model.samplerate, model.audio_channels)
@@ -24,7 +25,7 @@ def reference_stems(model: LoadedModel, path: Path, shifts: int = 1, overlap: fl
     mean, std = ref.mean(), ref.std() + 1e-8
     random.seed(seed)
     out = apply_model(model.model, ((wav - mean) / std)[None], shifts=shifts, split=True,
-                      overlap=overlap, segment=segment)
+                      overlap=overlap, segment=segment, device=device)
     res = dict(zip(model.sources, (out * std + mean)[0]))
     if two_stems is None:
         return res
