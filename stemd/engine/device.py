@@ -26,7 +26,8 @@ import torch
 log = logging.getLogger(__name__)
 
 CPU_MAX_BATCH = 1               # measured: batching segments is slower per segment on CPU
-GPU_MAX_BATCH = 4               # measured on an H200: 4 beats 1, 8 and 16 (docs/benchmarks.md)
+GPU_MAX_BATCH = 4               # measured on an H200: 4 beats 1, 2, 8 and 16 (docs/benchmarks.md)
+MPS_MAX_BATCH = 16              # not measured on Apple GPUs
 BYTES_PER_WINDOW_SAMPLE = 3000  # peak working memory of full-size htdemucs, fp32, per sample
 MEMORY_SHARE = 0.5              # of free memory a batch may take
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -45,7 +46,7 @@ def auto_batch_size(device: str, window: int, requested: int = 0) -> int:
         cap = GPU_MAX_BATCH
     elif device == "mps":                    # unified memory: the GPU shares the RAM
         import psutil
-        free, cap = psutil.virtual_memory().available, GPU_MAX_BATCH
+        free, cap = psutil.virtual_memory().available, MPS_MAX_BATCH
     else:
         import psutil
         free, cap = psutil.virtual_memory().available, CPU_MAX_BATCH
