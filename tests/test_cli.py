@@ -118,7 +118,7 @@ def test_doctor_passes_with_a_local_model_repo(config: Path) -> None:
     result = stemd(config, "doctor")
     assert result.returncode == 0, result.stdout
     assert "model tiny: found" in result.stdout
-    from stemd.engine.device import cpu_has_bf16
+    from stemd.engine.precision import cpu_has_bf16
     precision = next(l for l in result.stdout.splitlines() if "] precision" in l)
     assert ("in bf16" in precision) == cpu_has_bf16(), precision
 

@@ -111,7 +111,8 @@ def _precision(config: Config) -> Check:
     """What the profiles' ``precision`` means on this machine's CPU slots (the engine's own
     rule, ``effective_precision``, for the backend they run)."""
     from stemd.engine.backends import expected_backend
-    from stemd.engine.device import cpu_has_bf16, effective_precision
+    from stemd.engine.device import effective_precision
+    from stemd.engine.precision import cpu_has_bf16
     backend = expected_backend(config.engine.backend, "cpu")
     bf16 = sorted(name for name, profile in config.profiles.items()
                   if effective_precision("cpu", profile.precision, backend) == "bf16")

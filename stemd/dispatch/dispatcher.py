@@ -23,6 +23,7 @@ from stemd.jobs.lifecycle import (Lifecycle, LifecycleSettings, PublishSettings,
                                   remove_attempt_dirs, stage_dir, work_dir)
 from stemd.config import Config, WorkersConfig
 from stemd.engine.backends import device_key, expected_backend
+from stemd.engine.precision import choose_precision
 from stemd.engine.types import ModelSource, SeparationResult
 from stemd.output.publish import remove_empty_staging
 from stemd.dispatch.pool import (CancelAsked, DeadlinePassed, JobDone, JobFailed, JobProgress, PoolEvent, SlotPool, Stalled, WorkerDied)
@@ -82,6 +83,7 @@ class Dispatcher:
         self._hold: tuple[float, int] = (0.0, 0)   # (until, free slots) while a job waits
         self._staging_touched = True               # staging may hold an empty folder
         self.backends: dict[int, str] = {}         # slot -> engine backend its last job ran on
+        self.precisions: dict[tuple[int, str], str] = {}   # (slot, asked) -> what it ran at
         self.pool = SlotPool(settings.workers, settings.source, gpus, cpu_slots, threads,
                              settings.backend, settings.export_dir)
 
@@ -89,11 +91,16 @@ class Dispatcher:
     def slots(self) -> list[Slot]:
         return self.pool.slots
 
-    def _device_key(self, slot: Slot) -> str:
-        """Measurements are kept per device kind and backend ("cpu", "cpu-ort", "gpu")."""
+    def _device_key(self, slot: Slot, asked: str) -> str:
+        """Measurements are kept per device kind, backend and precision ("cpu", "cpu-ort",
+        "cpu-bf16", "gpu"): what the slot's last job asking for ``asked`` ran at, else
+        what it is expected to run at (a cluster node's CPU may differ from this one's)."""
         backend = self.backends.get(slot.index) or expected_backend(self.settings.backend,
                                                                     slot.device)
-        return device_key(computes_on(slot), backend)
+        kind = computes_on(slot)
+        precision = (self.precisions.get((slot.index, asked))
+                     or choose_precision("cuda" if kind == "gpu" else "cpu", asked, backend))
+        return device_key(kind, backend, precision)
 
     def reconfigure(self, settings: DispatchSettings, gpus: list[str], cpu_slots: int,
                     threads: int) -> None:
@@ -206,8 +213,10 @@ class Dispatcher:
             self._clear(slot)
             return
         self.backends[slot.index] = result.backend
-        self.store.record_measurement(run.model, self._device_key(slot), result.input.duration, wall,
-                                      run.peak_rss or None, None)
+        self.precisions[(slot.index, run.task.options.precision)] = result.precision
+        self.store.record_measurement(run.model,
+                                      self._device_key(slot, run.task.options.precision),
+                                      result.input.duration, wall, run.peak_rss or None, None)
         self.model_stems[run.model] = len(result.model_sources)
         slot.jobs_done += 1
         self._clear(slot)
@@ -355,7 +364,8 @@ class Dispatcher:
                 self.waiting[job.id] = reason
                 return False
         workers = self.settings.workers
-        measured = self.store.measurements(job.options.model, self._device_key(slot))
+        measured = self.store.measurements(job.options.model,
+                                           self._device_key(slot, job.options.precision))
         estimate = admission.estimate_peak(measured, job.duration or 0.0, workers.memory_estimate)
         node = getattr(slot, "node", None)            # remote slots: that node's memory
         committed = sum(s.running.estimate for s in self._all_slots()
@@ -383,7 +393,8 @@ class Dispatcher:
         attempt = job.attempts
         task = self._task(job, attempt)
         workers = self.settings.workers
-        measured = self.store.measurements(job.options.model, self._device_key(slot))
+        measured = self.store.measurements(job.options.model,
+                                           self._device_key(slot, job.options.precision))
         links = self.settings.links if job.url else None
         duration = job.duration or (links.max_duration if links else 0.0)
         limit = admission.deadline_seconds(duration, admission.speed(measured, computes_on(slot)),

@@ -15,13 +15,14 @@ the next attempt runs on the CPU.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-from pathlib import Path
 from typing import Any, ContextManager, Optional
 
 import numpy as np
 import torch
+
+from stemd.engine.precision import choose_precision
+
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,6 @@ BYTES_PER_WINDOW_SAMPLE = 3000  # peak working memory of full-size htdemucs, fp3
 MEMORY_SHARE = 0.5              # of free memory a batch may take
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 CPU_FALLBACK_HINT = "stemd retries the job on the CPU."
-CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})   # Linux /proc/cpuinfo names
 _DEVICE_WORDS = ("cuda", "mps", "metal", "device", "cublas", "cudnn", "nvrtc")
 
 
@@ -65,31 +65,10 @@ class Pending:
         return self._out
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX-BF16). Without it torch
-    emulates bf16, slower than fp32, so bf16 is not used there."""
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
-                  if line.startswith("flags")), [])
-    return bool(CPU_BF16_FLAGS.intersection(flags))
-
-
 def effective_precision(device: str, precision: str, backend: str = "torch") -> str:
-    """What a job asking for ``precision`` runs at on ``device``. ``auto``: bf16 on a CPU
-    with native bf16 (measured faster, stems ~50 dB from fp32), fp32 (with TF32) on CUDA
-    GPUs (measured on an H200: bf16 no faster there, fp16 slower) and elsewhere. ONNX
-    Runtime runs fp32."""
-    kind = torch.device(device).type
-    if backend != "torch" or kind not in ("cpu", "cuda") or precision == "fp32":
-        chosen = "fp32"
-    elif kind == "cuda":
-        chosen = "fp32" if precision == "auto" else precision
-    else:
-        chosen = "bf16" if precision in ("auto", "bf16") and cpu_has_bf16() else "fp32"
+    """``choose_precision`` (stemd/engine/precision.py), with a log line when the job gets
+    another precision than the one it asked for."""
+    chosen = choose_precision(str(torch.device(device)), precision, backend)
     if precision not in ("auto", chosen):
         log.info("precision %s was asked for; running %s on %s (%s): bf16 needs a CPU with "
                  "AVX512-BF16 or AMX, fp16 a CUDA GPU, and ONNX Runtime runs fp32",

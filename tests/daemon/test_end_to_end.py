@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 
 from audio import info, make_track
 
-from stemd.engine.device import cpu_has_bf16
+from stemd.engine.precision import cpu_has_bf16
 
 STEMS = ("drums", "bass", "other", "vocals")
 
@@ -67,6 +68,16 @@ def test_dropped_files_become_stems(make_daemon, tmp_path: Path) -> None:
     assert sorted(p.name for p in outbox.iterdir() if not p.name.startswith(".")) == \
         sorted(n.rsplit(".", 1)[0] for n in sources)
     daemon.wait_for(lambda: not (outbox / ".stemd-staging").exists(), 20, "staging to be removed")
+    # speed and memory are measured per precision too: a bf16 job's figures are kept apart
+    assert _measured_on(tmp_path / "state") == {"cpu-bf16" if cpu_has_bf16() else "cpu"}
+
+
+def _measured_on(state: Path) -> set[str]:
+    conn = sqlite3.connect(str(state / "stemd.sqlite3"))
+    try:
+        return {row[0] for row in conn.execute("SELECT device FROM measurements")}
+    finally:
+        conn.close()
 
 
 def test_bad_file_fails_clearly_and_daemon_goes_on(make_daemon, tmp_path: Path) -> None:

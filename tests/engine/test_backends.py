@@ -110,3 +110,5 @@ def test_torch_and_auto(tiny_repo: Path, tmp_path: Path) -> None:
     assert expected_backend("auto", "cuda:0") == "torch"
     assert device_key("cpu", "onnxruntime") == "cpu-ort"
     assert device_key("cpu", "torch") == "cpu"
+    assert device_key("cpu", "torch", "bf16") == "cpu-bf16"      # kept apart from fp32's
+    assert device_key("gpu", "torch", "fp16") == "gpu-fp16"

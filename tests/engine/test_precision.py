@@ -7,7 +7,8 @@ from typing import Callable
 
 import pytest
 
-from stemd.engine.device import cpu_has_bf16, effective_precision
+from stemd.engine.device import effective_precision
+from stemd.engine.precision import cpu_has_bf16
 from stemd.engine.models import LoadedModel
 
 from .audio import read_wav, sdr
@@ -42,6 +43,17 @@ def test_native_bf16_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
 ])
 def test_the_precision_a_job_runs_at(device: str, asked: str, backend: str, runs: str) -> None:
     assert effective_precision(device, asked, backend) == runs
+
+
+def test_the_supervisor_decides_precision_without_torch() -> None:
+    """The supervisor keys its measurements by precision; deciding it imports no torch."""
+    import subprocess
+    import sys
+    code = ("import sys; from stemd.engine.precision import choose_precision; "
+            "print(choose_precision('cuda:1', 'fp16'), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["fp16", "False"]
 
 
 @pytest.mark.parametrize("asked", ["auto", "bf16"])

@@ -30,7 +30,10 @@ def expected_backend(setting: str, device: str) -> str:
     return "torch"
 
 
-def device_key(kind: str, backend: str) -> str:
-    """The key measurements are kept under: ``cpu``, ``gpu``, ``cpu-ort``."""
+def device_key(kind: str, backend: str, precision: str = "fp32") -> str:
+    """The key measurements are kept under: ``cpu``, ``gpu``, ``cpu-ort``, and for another
+    precision than fp32 ``cpu-bf16``, ``gpu-fp16`` ... (bf16 runs at about 0.7x fp32's
+    time on a CPU: their figures are kept apart)."""
     short = SHORT.get(backend, backend)
-    return f"{kind}-{short}" if short else kind
+    key = f"{kind}-{short}" if short else kind
+    return key if precision == "fp32" else f"{key}-{precision}"
