@@ -114,8 +114,8 @@ def _opt(row: dict[str, Any], key: str, fmt: str, scale: float = 1.0) -> str:
     return fmt.format(row[key] / scale) if key in row else "-"
 
 
-def _vram(row: dict[str, Any]) -> str:
-    return f"{row['stemd_vram'] / GB:.2f} GB" if row.get("stemd_vram") else "-"
+def _vram(row: dict[str, Any], key: str = "stemd_vram") -> str:
+    return f"{row[key] / GB:.2f} GB" if row.get(key) else "-"
 
 
 def _batch(batch: list[dict[str, Any]]) -> str:
@@ -162,7 +162,7 @@ def _gpu_batches(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         lines.append(f"| {r['precision']} | {r['batch']} | {r['wall']:.1f} s | "
                      f"{_secs(r, 'decode')} | {_secs(r, 'separate')} | {_secs(r, 'encode')} | "
-                     f"{_busy(r)} | {_opt(r, 'vram', '{:.2f} GB', GB)} | "
+                     f"{_busy(r)} | {_vram(r, 'vram')} | "
                      f"{_opt(r, 'rss', '{:.2f} GB', GB)} |")
     return "\n".join(lines) + "\n"
 
@@ -192,9 +192,5 @@ def _precision(precision: list[dict[str, Any]]) -> str:
                  if p.get("separate") and first.get("separate") else "-")
         lines.append(f"| {p['mode']} | {p.get('ran', '-')} | {p['wall']:.1f} s | "
                      f"{_secs(p, 'separate')} | {ratio} | {_busy(p)} | "
-                     f"{_vram_of(p)} | {sdr} | {per_stem} |")
+                     f"{_vram(p, 'vram')} | {sdr} | {per_stem} |")
     return "\n".join(lines) + "\n"
-
-
-def _vram_of(row: dict[str, Any]) -> str:
-    return f"{row['vram'] / GB:.2f} GB" if row.get("vram") else "-"

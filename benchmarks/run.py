@@ -197,7 +197,7 @@ def _engine_run(setup: Setup, files: list[Path], backend: str, out: Path) -> Mea
     name = backend.partition(":")[0]
     result = _checked(measure(_engine_cmd(setup, files, setup.threads, out, backend=backend),
                               _stemd_env(setup, name)), f"stemd ({backend})")
-    loaded = next(json.loads(x) for x in result.stdout.splitlines() if '"loaded"' in x)
+    loaded = _events(result, "loaded")[0]
     if loaded["backend"] != name:
         raise SystemExit(f"stemd ran on {loaded['backend']} instead of {name}")
     return result
@@ -228,15 +228,21 @@ def _compare_round(setup: Setup, files: list[Path], label: str, round_: int,
         _add_compare(setup, label, engine, round_, run, audio, spec=backend)
 
 
+def _events(run: Measured, event: str) -> list[dict[str, Any]]:
+    """The worker's JSON lines of one kind (``loaded``, ``done``)."""
+    lines = (json.loads(x) for x in run.stdout.splitlines() if x.startswith("{"))
+    return [line for line in lines if line.get("event") == event]
+
+
 def _ran_at(run: Measured) -> str:
     """The precision the worker reports it ran at (``fp32``, ``bf16``, ...)."""
-    done = [json.loads(x) for x in run.stdout.splitlines() if '"done"' in x]
+    done = _events(run, "done")
     return done[0].get("precision", "fp32") if done else "fp32"
 
 
 def _add_compare(setup: Setup, label: str, engine: str, round_: int, run: Measured,
                  audio: float, spec: Optional[str] = None) -> None:
-    loaded = [json.loads(x) for x in run.stdout.splitlines() if '"loaded"' in x]
+    loaded = _events(run, "loaded")
     row = {"set": label, "engine": engine, "spec": spec, "round": round_, "wall": run.wall,
            "rss": run.peak_rss, "audio": audio,
            "malloc": loaded[0]["malloc"] if loaded else setup.args.cli_allocator,
@@ -266,8 +272,7 @@ def _length_row(setup: Setup, seconds: float, backend: str) -> None:
 
 
 def _row(seconds: float, engine: Measured, cli: Optional[Measured]) -> dict[str, Any]:
-    done = [json.loads(line) for line in engine.stdout.splitlines()
-            if '"done"' in line]
+    done = _events(engine, "done")
     per_minute = 60.0 / seconds
     row = {"seconds": seconds, "stemd_wall": engine.wall, "stemd_rss": engine.peak_rss,
            "stemd_separate": sum(d["timings"]["total"] for d in done),
@@ -337,7 +342,9 @@ PRECISIONS = {"cpu": [("fp32", ()), ("bf16", ("--precision", "bf16"))],
 
 
 def _precision_track(setup: Setup) -> Path:
-    return write_track(setup.folder / "precision.wav", setup.args.precision_seconds, seed=7)
+    """The track of the precision and GPU batch runs, written once."""
+    path = setup.folder / "precision.wav"
+    return path if path.exists() else write_track(path, setup.args.precision_seconds, seed=7)
 
 
 def _precision_rows(setup: Setup) -> None:
@@ -361,7 +368,7 @@ def _precision_rows(setup: Setup) -> None:
 
 def _done_figures(run: Measured) -> dict[str, Any]:
     """The worker's own figures for its (first) file: phase times, VRAM, GPU busy share."""
-    done = [json.loads(x) for x in run.stdout.splitlines() if '"done"' in x]
+    done = _events(run, "done")
     if not done:
         return {}
     return {**done[0]["timings"], "vram": done[0].get("vram", 0),

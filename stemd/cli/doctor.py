@@ -109,13 +109,12 @@ def _backend(config: Config) -> Check:
 
 def _precision(config: Config) -> Check:
     """What the profiles' ``precision`` means on this machine's CPU slots (the engine's own
-    rule, ``effective_precision``, for the backend they run)."""
+    rule, ``choose_precision``, for the backend they run)."""
     from stemd.engine.backends import expected_backend
-    from stemd.engine.device import effective_precision
-    from stemd.engine.precision import cpu_has_bf16
+    from stemd.engine.precision import choose_precision, cpu_has_bf16
     backend = expected_backend(config.engine.backend, "cpu")
     bf16 = sorted(name for name, profile in config.profiles.items()
-                  if effective_precision("cpu", profile.precision, backend) == "bf16")
+                  if choose_precision("cpu", profile.precision, backend) == "bf16")
     if bf16:
         return Check("precision", True, f"this CPU computes bf16 natively: CPU slots run "
                      f"profile(s) {', '.join(bf16)} in bf16 (about 0.7x fp32's time, stems about "

@@ -214,9 +214,9 @@ class Dispatcher:
             return
         self.backends[slot.index] = result.backend
         self.precisions[(slot.index, run.task.options.precision)] = result.precision
-        self.store.record_measurement(run.model,
-                                      self._device_key(slot, run.task.options.precision),
-                                      result.input.duration, wall, run.peak_rss or None, None)
+        ran_on = device_key(computes_on(slot), result.backend, result.precision)
+        self.store.record_measurement(run.model, ran_on, result.input.duration, wall,
+                                      run.peak_rss or None, None)
         self.model_stems[run.model] = len(result.model_sources)
         slot.jobs_done += 1
         self._clear(slot)

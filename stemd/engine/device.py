@@ -68,7 +68,7 @@ class Pending:
 def effective_precision(device: str, precision: str, backend: str = "torch") -> str:
     """``choose_precision`` (stemd/engine/precision.py), with a log line when the job gets
     another precision than the one it asked for."""
-    chosen = choose_precision(str(torch.device(device)), precision, backend)
+    chosen = choose_precision(device, precision, backend)
     if precision not in ("auto", chosen):
         log.info("precision %s was asked for; running %s on %s (%s): bf16 needs a CPU with "
                  "AVX512-BF16 or AMX, fp16 a CUDA GPU, and ONNX Runtime runs fp32",

@@ -120,7 +120,7 @@ class RescaleSink:
                 pass
 
 
-Chunks = tuple[dict[str, torch.Tensor], Optional[torch.Tensor]]   # stems, and the mix
+Chunks = tuple[dict[str, torch.Tensor], Optional[torch.Tensor], int]   # stems, mix, frames
 
 
 class SinkPump:
@@ -144,8 +144,9 @@ class SinkPump:
     def put(self, chunks: dict[str, torch.Tensor], mix: Optional[torch.Tensor] = None) -> None:
         """The next finished samples of every stem (before clipping), and of the mix."""
         self._raise()
-        self._room.take(_frames(chunks))
-        self._queue.put((chunks, mix))
+        frames = max((chunk.shape[-1] for chunk in chunks.values()), default=0)
+        self._room.take(frames)
+        self._queue.put((chunks, mix, frames))
 
     def finish(self) -> None:
         self._queue.put(None)
@@ -180,8 +181,8 @@ class SinkPump:
 
     def _loop(self) -> None:
         while (item := self._queue.get()) is not None:
-            chunks, mix = item
-            self._room.give(_frames(chunks))
+            chunks, mix, frames = item
+            self._room.give(frames)
             if self._error is not None:
                 continue
             try:
@@ -222,10 +223,6 @@ class FrameBudget:
         with self._changed:
             self.queued -= frames
             self._changed.notify_all()
-
-
-def _frames(chunks: dict[str, torch.Tensor]) -> int:
-    return max((chunk.shape[-1] for chunk in chunks.values()), default=0)
 
 
 def _close_all(sinks: list["DirectSink | RescaleSink"]) -> None:
