@@ -1,8 +1,8 @@
 """The CUDA path (pinned host copies, two batches in flight, autocast) on a real GPU:
 skipped where torch sees none. The stems are checked against demucs's ``apply_model`` run
-on the same GPU with TF32 off. (Against ``apply_model`` on the CPU the tiny model's fp32
-stems came out 47-59 dB apart on an H200, to the digit the same at batch sizes 1, 3 and
-auto; on the CPU its fp32 and fp64 outputs agree to 140 dB. The cause is not established:
+on the same GPU with TF32 off. (Against ``apply_model`` on the CPU they part at 47-59 dB:
+cuFFT's inverse FFT does not ignore the imaginary part of the DC bin the network leaves,
+as the CPU's does, so demucs's own forward pass differs as much between the devices;
 docs/benchmarks.md, "On a GPU".)"""
 from __future__ import annotations
 
