@@ -15,6 +15,7 @@ import torch
 
 from stemd.errors import DeviceError, ModelUnavailable
 from stemd.engine import hub
+from stemd.engine.attention import use_blocked_attention
 from stemd.engine.device import CPU_FALLBACK_HINT
 from stemd.engine.process import tune_process
 from stemd.engine.layout import BagSpec, member_file, read_bag, safetensors_sources
@@ -105,6 +106,7 @@ def load_model(name: str, source: ModelSource, device: str = "cpu", backend: str
     else:
         model = _load_from_hub(name, source, info)
         info = resolve_model(name, source)
+    use_blocked_attention(model)
     return _attach_backend(_wrap(name, model, device, info), backend, cache_dir)
 
 
