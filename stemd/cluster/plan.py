@@ -81,6 +81,14 @@ def gpu_devices(node: NodeInfo, plan: NodePlan, cuda_seen: Optional[int]) -> lis
     return ["cpu"] * plan.gpu_slots
 
 
+def gpu_slot_threads(node: NodeInfo, plan: NodePlan, device: str) -> int:
+    """torch threads of a GPU slot: 0 (torch's default) on a GPU; on the CPU, where torch
+    sees no CUDA device, an even share of the node's cores with its other slots."""
+    if device != "cpu":
+        return 0
+    return max(1, node.cpus // max(1, plan.gpu_slots + plan.cpu_slots))
+
+
 def actor_resources(kind: str, threads: int, node: NodeInfo,
                     settings: ClusterSettings) -> dict[str, Any]:
     """What a slot's actor asks Ray for. A CPU slot: its threads as CPUs. A GPU slot: one

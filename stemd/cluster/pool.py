@@ -14,7 +14,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from stemd.cluster.plan import NodeInfo, NodePlan, gpu_devices, needs_cuda_count, node_from_ray, plan_node
+from stemd.cluster.plan import (NodeInfo, NodePlan, gpu_devices, gpu_slot_threads, needs_cuda_count,
+                                 node_from_ray, plan_node)
 from stemd.cluster.settings import ClusterSettings
 from stemd.cluster.slot import RemoteSlot
 from stemd.cluster.versions import check_versions, describe_node, local_versions
@@ -162,8 +163,7 @@ class ClusterPool:
                         "driver on that node, or stop declaring %r there (ray start --resources)",
                         node.info.host, node.info.node_id[:12], node.info.gpus,
                         self.settings.gpu_resource, plan.gpu_slots, self.settings.gpu_resource)
-        threads = max(1, node.info.cpus // max(1, plan.gpu_slots + plan.cpu_slots))
-        return [("gpu", device, threads if device == "cpu" else 0) for device in devices]
+        return [("gpu", device, gpu_slot_threads(node.info, plan, device)) for device in devices]
 
     def _forget(self, node_id: str) -> list[RemoteSlot]:
         node = self.nodes.pop(node_id)

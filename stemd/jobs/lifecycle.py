@@ -464,9 +464,10 @@ class Lifecycle:
         link file some of whose links failed is set aside with their reasons instead."""
         if job.source == "submit" or self._link_file_still_needed(job):
             return
-        failed, total = self._failed_links(job)
+        links = self._link_jobs(job)
+        failed, total = _failed_links(links)
         if failed:
-            self._set_aside(job, self._links_note(job, failed, total))
+            self._set_aside(job, self._links_note(job, failed, total), links)
             return
         folders = self.folders
         path = Path(job.input)
@@ -478,19 +479,20 @@ class Lifecycle:
                         folders.after_success, exc)
             return
         if new_path is not None and new_path != path:
-            self._moved(job, new_path)
+            self._moved(job, new_path, links)
 
     def _set_aside_failed(self, job: Optional[Job], message: str, hint: str) -> None:
         if job is None or job.source == "submit" or self._link_file_still_needed(job):
             return
-        failed, total = self._failed_links(job)
+        links = self._link_jobs(job)
+        failed, total = _failed_links(links)
         self._set_aside(job, self._links_note(job, failed, total) if failed else
-                        failure_note(Path(job.first_location), message, hint, job.id))
+                        failure_note(Path(job.first_location), message, hint, job.id), links)
 
-    def _set_aside(self, job: Job, note: str) -> None:
+    def _set_aside(self, job: Job, note: str, links: Optional[list[Job]] = None) -> None:
         """Move the input into the failed folder, with ``note`` beside it."""
         self._moved(job, set_aside(Path(job.input), self.folders.failed_dir, _inbox(job),
-                                   Path(job.first_location), note))
+                                   Path(job.first_location), note), links)
 
     def _links_note(self, job: Job, failed: list[Job], total: int) -> str:
         failures = [(j.url or "", j.error or "", j.id) for j in failed]
@@ -500,20 +502,17 @@ class Lifecycle:
         """A link file's other URLs still need it: the last of its jobs handles it."""
         return job.source == "link" and self.store.others_active_on_input(job.id, job.input)
 
-    def _failed_links(self, job: Job) -> tuple[list[Job], int]:
-        """The failed jobs of a link file of several links (one link: its job's own note),
-        and how many links the file holds."""
-        if job.source != "link":
-            return [], 1
-        jobs = self.store.link_jobs_on_input(job.input)
-        return ([j for j in jobs if j.state == State.FAILED] if len(jobs) > 1 else []), len(jobs)
+    def _link_jobs(self, job: Job) -> list[Job]:
+        """The jobs of ``job``'s link file (none for any other input)."""
+        return self.store.link_jobs_on_input(job.input) if job.source == "link" else []
 
-    def _moved(self, job: Job, new_path: Optional[Path]) -> None:
-        """Record where stemd moved the input; a link file's other jobs follow it (a retry
-        finds the file, and its jobs stay together)."""
+    def _moved(self, job: Job, new_path: Optional[Path],
+               links: Optional[list[Job]] = None) -> None:
+        """Record where stemd moved the input; a link file's other jobs (``links``, read
+        here when not given) follow it: a retry finds the file, and its jobs stay together."""
         if new_path is None or str(new_path) == job.input:
             return
-        for sibling in self.store.link_jobs_on_input(job.input) if job.source == "link" else []:
+        for sibling in self._link_jobs(job) if links is None else links:
             if sibling.id != job.id:
                 self.store.update_input(sibling.id, str(new_path))
         try:
@@ -531,6 +530,13 @@ class Lifecycle:
             cache_store(track, entry)
         except OSError as exc:
             log.warning("job %s: could not keep the stems in the cache: %s", job.id, exc)
+
+
+def _failed_links(links: list[Job]) -> tuple[list[Job], int]:
+    """The failed jobs of a link file of several links (one link: its job's own note), and
+    how many links the file holds (1 for any other input)."""
+    failed = [j for j in links if j.state == State.FAILED] if len(links) > 1 else []
+    return failed, max(1, len(links))
 
 
 def _retry_identity(job: Job, options: JobOptions) -> tuple[Optional[InputIdentity], str]:

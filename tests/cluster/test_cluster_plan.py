@@ -5,7 +5,8 @@ import pytest
 
 from pydantic import ValidationError
 
-from stemd.cluster.plan import NodeInfo, actor_resources, gpu_devices, needs_cuda_count, node_from_ray, plan_node
+from stemd.cluster.plan import (NodeInfo, actor_resources, gpu_devices, gpu_slot_threads,
+                                needs_cuda_count, node_from_ray, plan_node)
 from stemd.cluster.settings import ClusterSettings
 from stemd.cluster.versions import check_versions, local_versions
 from stemd.config import Config
@@ -29,6 +30,13 @@ def test_a_gpu_node_gets_one_slot_per_gpu_and_keeps_its_cores_for_decoding() -> 
             plan_node(node(4, gpus=2), settings()).cpu_slots) == (2, 0)
     assert plan_node(node(16, gpus=1), settings()).cpu_slots == 1
     assert plan_node(node(4, gpus=2), settings(gpu_per_node=1)).gpu_slots == 1
+
+
+def test_a_gpu_slot_left_on_the_cpu_shares_the_nodes_cores_with_the_other_slots() -> None:
+    two_gpus, one_gpu = node(4, gpus=2), node(16, gpus=1)
+    assert gpu_slot_threads(two_gpus, plan_node(two_gpus, settings()), "cpu") == 2
+    assert gpu_slot_threads(one_gpu, plan_node(one_gpu, settings()), "cpu") == 8   # + 1 CPU slot
+    assert gpu_slot_threads(one_gpu, plan_node(one_gpu, settings()), "cuda:0") == 0
 
 
 def ray_node(gpu_resource: str = "stemd_gpu", **resources: float) -> NodeInfo:

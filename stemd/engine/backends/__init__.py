@@ -32,7 +32,7 @@ def expected_backend(setting: str, device: str) -> str:
 
 def device_key(kind: str, backend: str, precision: str = "fp32") -> str:
     """The key measurements are kept under: ``cpu``, ``gpu``, ``cpu-ort``, and for another
-    precision than fp32 ``cpu-bf16``, ``gpu-fp16`` ... (bf16 runs at about 0.7x fp32's
+    precision than fp32 ``cpu-bf16``, ``gpu-fp16`` ... (bf16 runs at about 0.6x fp32's
     time on a CPU: their figures are kept apart)."""
     short = SHORT.get(backend, backend)
     key = f"{kind}-{short}" if short else kind
