@@ -342,9 +342,10 @@ PRECISIONS = {"cpu": [("fp32", ()), ("bf16", ("--precision", "bf16"))],
 
 
 def _precision_track(setup: Setup) -> Path:
-    """The track of the precision and GPU batch runs, written once."""
-    path = setup.folder / "precision.wav"
-    return path if path.exists() else write_track(path, setup.args.precision_seconds, seed=7)
+    """The track of the precision and GPU batch runs, written once per length."""
+    seconds = setup.args.precision_seconds
+    path = setup.folder / f"precision-{seconds:g}s.wav"
+    return path if path.exists() else write_track(path, seconds, seed=7)
 
 
 def _precision_rows(setup: Setup) -> None:

@@ -117,7 +117,7 @@ def _precision(config: Config) -> Check:
                   if choose_precision("cpu", profile.precision, backend) == "bf16")
     if bf16:
         return Check("precision", True, f"this CPU computes bf16 natively: CPU slots run "
-                     f"profile(s) {', '.join(bf16)} in bf16 (about 0.7x fp32's time, stems about "
+                     f"profile(s) {', '.join(bf16)} in bf16 (about 0.6x fp32's time, stems about "
                      "50 dB from fp32's); set precision = \"fp32\" in a profile for stems as "
                      "the demucs CLI computes them")
     if not cpu_has_bf16():

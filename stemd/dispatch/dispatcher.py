@@ -97,10 +97,9 @@ class Dispatcher:
         what it is expected to run at (a cluster node's CPU may differ from this one's)."""
         backend = self.backends.get(slot.index) or expected_backend(self.settings.backend,
                                                                     slot.device)
-        kind = computes_on(slot)
         precision = (self.precisions.get((slot.index, asked))
-                     or choose_precision("cuda" if kind == "gpu" else "cpu", asked, backend))
-        return device_key(kind, backend, precision)
+                     or choose_precision(slot.device, asked, backend))
+        return device_key(computes_on(slot), backend, precision)
 
     def reconfigure(self, settings: DispatchSettings, gpus: list[str], cpu_slots: int,
                     threads: int) -> None:

@@ -4,8 +4,8 @@ torch's CPU scaled-dot-product attention (a flash kernel) runs no faster in bf16
 fp32, while bf16 matrix products run about twice as fast on a CPU with AVX512-BF16 or
 AMX. So when a model runs under ``torch.autocast("cpu", bfloat16)`` its self- and
 cross-attention are computed here as softmax(Q K^T / sqrt(d)) V, a block of queries at a
-time so the score matrix stays small (docs/benchmarks.md: about 10 % less time per
-segment of htdemucs on 2 cores, 108 -> 79 ms for the freq branch's 2688 tokens).
+time so the score matrix stays small (docs/benchmarks.md: about 13 % less time per
+segment of htdemucs on 2 cores, 108 -> 76 ms for the freq branch's 2688 tokens).
 
 Everything else (fp32, CUDA, masks, training, asking for the weights) goes through
 ``nn.MultiheadAttention``'s own forward, so exports and GPU runs are unchanged.
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-BLOCK_QUERIES = 512          # measured: 128, 256 slower; 512-1024 alike; 2.3 x 22 MB scores
+BLOCK_QUERIES = 512          # measured: 128-384 slower, 1024 alike; one block's scores 22 MB
 
 
 def use_blocked_attention(model: nn.Module) -> int:

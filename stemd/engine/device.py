@@ -5,8 +5,7 @@ the output comes back the same way, so the host prepares the next batch and
 accumulates the previous one while the GPU computes (``submit`` returns before
 the work is done; ``Pending.result`` waits). TF32 is CUDA-only. Autocast: bf16/fp16
 on CUDA; bf16 on a CPU that computes it natively (AVX512-BF16 or AMX, where it
-measured about 0.7x fp32's time per segment at ~50 dB SDR against fp32:
-docs/benchmarks.md), fp32 elsewhere (``effective_precision``). On MPS each batch is copied to the
+measured about 0.6x fp32's time at ~50 dB SDR against fp32: docs/benchmarks.md), fp32 elsewhere (``effective_precision``). On MPS each batch is copied to the
 device and back (PyTorch's MPS backend has the FFTs demucs needs; the worker sets
 ``PYTORCH_ENABLE_MPS_FALLBACK=1`` so that any operator it lacks runs on the CPU).
 A device that fails (not for lack of memory) is a ``DeviceError``: never permanent,

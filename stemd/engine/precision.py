@@ -1,7 +1,7 @@
 """Which precision a job runs at, decided without importing torch (the supervisor uses it
 to look up the speed and memory measured for that precision; the worker to run it).
 
-``auto``: bf16 on a CPU that computes it natively (AVX512-BF16 or AMX: measured about 0.7x
+``auto``: bf16 on a CPU that computes it natively (AVX512-BF16 or AMX: measured about 0.6x
 fp32's time at ~50 dB SDR from fp32), fp32 (with TF32) on CUDA GPUs (measured on an H200:
 bf16 no faster there, fp16 slower) and elsewhere. ONNX Runtime runs fp32. See
 docs/engine.md, "Precision".

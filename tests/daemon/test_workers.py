@@ -187,3 +187,19 @@ def test_allocator_system_keeps_glibc_malloc_in_the_workers(make_daemon, tmp_pat
     daemon = make_daemon(workers={"allocator": "system"})
     assert _worker_malloc(daemon, tmp_path) == ["system"]
     assert "worker processes use the system malloc" in daemon.log()
+
+
+def test_measurements_are_looked_up_under_the_precision_each_slot_will_run(
+        tmp_path: Path) -> None:
+    """Before a slot's first job its key follows the engine's precision rule for the slot's
+    own device: bf16 asked of a CUDA slot runs bf16, of an Apple GPU (MPS) fp32."""
+    from stemd.config import Config
+    config = Config(daemon={"state_dir": str(tmp_path)}, outbox={"path": str(tmp_path / "out")})
+    store = Store(tmp_path / "db.sqlite3")
+    dispatcher = Dispatcher(store, DispatchSettings.from_config(config), "boot",
+                            ["cuda:0", "mps"], 0, 1)
+    cuda, mps = dispatcher.slots
+    assert (cuda.device, mps.device) == ("cuda:0", "mps")
+    assert dispatcher._device_key(cuda, "bf16") == "gpu-bf16"
+    assert dispatcher._device_key(mps, "bf16") == "gpu"
+    assert dispatcher._device_key(cuda, "auto") == dispatcher._device_key(mps, "auto") == "gpu"
